@@ -1,0 +1,140 @@
+// The global store: the durable home of every worker's committed lineage.
+//
+// A Store keeps, per worker:
+//   - its log: encoded log entries at indices 1, 2, 3, ... Only the worker's
+//     live incarnation writes it, always extending a committed prefix
+//     (appends may overlap what is committed; overlapping records must be
+//     identical). The committed index is the end of that prefix.
+//   - its epochs: one record per incarnation, with the log index at which the
+//     incarnation started writing new history. BeginIncarnation() fences all
+//     older incarnations: their Append/PutCheckpoint fail with
+//     kFailedPrecondition from then on (a paused "zombie" cannot write).
+//   - its latest checkpoint: an opaque record taken at a log index. Storing a
+//     checkpoint deletes the log up to that index (it is garbage).
+//
+// Every stored value carries a magic number and a format version; a store
+// written by an unknown format version is refused when opened.
+//
+// Two implementations ship: an embedded RocksDB store (durable; what every
+// real deployment uses) and an in-memory store (for tests and simulation).
+// StoreWrapper forwards every call, so a test can override just one to
+// inject a failure.
+//
+// Thread-safety: all methods may be called concurrently from many threads
+// (several workers' flushers share one store).
+#pragma once
+
+#include <lstash/export.h>
+#include <lstash/status.h>
+#include <lstash/types.h>
+
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace lstash {
+
+// One encoded log entry and its index in its owner's log.
+struct LogRecord {
+  LogIndex index = 0;
+  std::string bytes;
+};
+
+// One incarnation of a worker. start == 0 means the incarnation is still
+// gathering its lineage and has not decided where its own history begins.
+struct EpochRecord {
+  Epoch epoch = 0;
+  LogIndex start = 0;
+};
+
+struct StoredCheckpoint {
+  Epoch epoch = 0;     // incarnation that took it
+  LogIndex at = 0;     // log entries 1..at are folded into it
+  std::string bytes;   // encoded checkpoint record
+};
+
+class LSTASH_EXPORT Store {
+ public:
+  virtual ~Store();
+
+  // Starts a new incarnation of `worker` and returns its epoch (1 for the
+  // first). Older incarnations are fenced from this point on.
+  virtual Result<Epoch> BeginIncarnation(WorkerId worker) = 0;
+
+  // Records where incarnation `epoch` of `worker` starts its own history.
+  // Fenced like Append.
+  virtual Status SetEpochStart(WorkerId worker, Epoch epoch, LogIndex start) = 0;
+
+  // All incarnations of `worker`, oldest first. Empty if it never started.
+  virtual Result<std::vector<EpochRecord>> Epochs(WorkerId worker) = 0;
+
+  // Durably appends `records` (consecutive indices) to `worker`'s log on
+  // behalf of incarnation `epoch`. The first index must be at most
+  // committed+1. Returns only once the records are as durable as the store
+  // promises (synced by default).
+  virtual Status Append(WorkerId worker, Epoch epoch, std::span<const LogRecord> records) = 0;
+
+  // Committed log records of `worker` with index >= from, in order, into *out.
+  virtual Status ReadLog(WorkerId worker, LogIndex from, std::vector<LogRecord>* out) = 0;
+
+  // Committed index of each worker in `workers`, written to out[i]. A worker
+  // with nothing committed reads 0; one whose log was folded into a
+  // checkpoint reads at least the checkpoint's index.
+  virtual Status ReadCommitted(std::span<const WorkerId> workers, std::span<LogIndex> out) = 0;
+
+  // Stores `record` as `worker`'s latest checkpoint, taken at log index `at`
+  // (REQUIRES at <= committed index), and deletes log entries 1..at.
+  virtual Status PutCheckpoint(WorkerId worker, Epoch epoch, LogIndex at, std::string_view record) = 0;
+
+  // The latest checkpoint of `worker`, or nullopt if none.
+  virtual Result<std::optional<StoredCheckpoint>> LatestCheckpoint(WorkerId worker) = 0;
+};
+
+// Forwards every call to a target (not owned), so tests can override one.
+class LSTASH_EXPORT StoreWrapper : public Store {
+ public:
+  explicit StoreWrapper(Store* target) : target_(target) {}
+  Store* target() const { return target_; }
+
+  Result<Epoch> BeginIncarnation(WorkerId w) override { return target_->BeginIncarnation(w); }
+  Status SetEpochStart(WorkerId w, Epoch e, LogIndex s) override { return target_->SetEpochStart(w, e, s); }
+  Result<std::vector<EpochRecord>> Epochs(WorkerId w) override { return target_->Epochs(w); }
+  Status Append(WorkerId w, Epoch e, std::span<const LogRecord> r) override { return target_->Append(w, e, r); }
+  Status ReadLog(WorkerId w, LogIndex from, std::vector<LogRecord>* out) override {
+    return target_->ReadLog(w, from, out);
+  }
+  Status ReadCommitted(std::span<const WorkerId> ws, std::span<LogIndex> out) override {
+    return target_->ReadCommitted(ws, out);
+  }
+  Status PutCheckpoint(WorkerId w, Epoch e, LogIndex at, std::string_view r) override {
+    return target_->PutCheckpoint(w, e, at, r);
+  }
+  Result<std::optional<StoredCheckpoint>> LatestCheckpoint(WorkerId w) override {
+    return target_->LatestCheckpoint(w);
+  }
+
+ private:
+  Store* target_;
+};
+
+struct RocksDbStoreOptions {
+  // Durability of each Append: true syncs the write-ahead log before
+  // returning (survives power loss); false survives a process crash only.
+  bool sync = true;
+  // Create the database if it does not exist.
+  bool create_if_missing = true;
+};
+
+// Opens (or creates) an embedded RocksDB store in directory `path`.
+// Fails with kFailedPrecondition if the directory holds a store of an
+// unknown format version, kIOError if RocksDB cannot open it.
+LSTASH_EXPORT Result<std::unique_ptr<Store>> OpenRocksDbStore(const std::string& path,
+                                                              const RocksDbStoreOptions& options = {});
+
+// A store that lives in memory; same semantics, nothing durable.
+LSTASH_EXPORT std::unique_ptr<Store> NewMemoryStore();
+
+}  // namespace lstash

@@ -1,0 +1,139 @@
+// The in-memory store: the Store contract with nothing durable, for tests and
+// the deterministic simulator. One mutex guards everything; no call blocks on
+// I/O, so finer locking would buy nothing.
+
+#include <lstash/store.h>
+
+#include <deque>
+#include <mutex>
+#include <unordered_map>
+
+#include "store/checks.h"
+
+namespace lstash {
+
+Store::~Store() = default;
+
+namespace {
+
+using store_internal::CheckAppendShape;
+using store_internal::CheckCheckpointAt;
+using store_internal::CheckContiguous;
+using store_internal::CheckFence;
+
+class MemoryStore final : public Store {
+ public:
+  Result<Epoch> BeginIncarnation(WorkerId worker) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& epochs = workers_[worker].epochs;
+    Epoch next = epochs.empty() ? 1 : epochs.back().epoch + 1;
+    epochs.push_back(EpochRecord{next, 0});
+    return next;
+  }
+
+  Status SetEpochStart(WorkerId worker, Epoch epoch, LogIndex start) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    WorkerData* w = Find(worker);
+    LSTASH_RETURN_IF_ERROR(CheckFence(worker, epoch, CurrentEpoch(w)));
+    w->epochs.back().start = start;
+    return Status::OK();
+  }
+
+  Result<std::vector<EpochRecord>> Epochs(WorkerId worker) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    WorkerData* w = Find(worker);
+    if (w == nullptr) return std::vector<EpochRecord>();
+    return w->epochs;
+  }
+
+  Status Append(WorkerId worker, Epoch epoch, std::span<const LogRecord> records) override {
+    LSTASH_RETURN_IF_ERROR(CheckAppendShape(worker, records));
+    std::lock_guard<std::mutex> lock(mu_);
+    WorkerData* w = Find(worker);
+    LSTASH_RETURN_IF_ERROR(CheckFence(worker, epoch, CurrentEpoch(w)));
+    LSTASH_RETURN_IF_ERROR(CheckContiguous(worker, records.front().index, w->committed()));
+    // Records up to the committed index are already stored (or folded into a
+    // checkpoint); committed history is never rewritten.
+    for (const LogRecord& r : records) {
+      if (r.index > w->committed()) w->log.push_back(r.bytes);
+    }
+    return Status::OK();
+  }
+
+  Status ReadLog(WorkerId worker, LogIndex from, std::vector<LogRecord>* out) override {
+    out->clear();
+    std::lock_guard<std::mutex> lock(mu_);
+    WorkerData* w = Find(worker);
+    if (w == nullptr) return Status::OK();
+    LogIndex first = from > w->log_base ? from : w->log_base + 1;
+    for (LogIndex i = first; i <= w->committed(); ++i) {
+      out->push_back(LogRecord{i, w->log[i - w->log_base - 1]});
+    }
+    return Status::OK();
+  }
+
+  Status ReadCommitted(std::span<const WorkerId> workers, std::span<LogIndex> out) override {
+    if (out.size() != workers.size()) {
+      return InvalidArgument("ReadCommitted: " + std::to_string(workers.size()) + " workers but " +
+                             std::to_string(out.size()) + " outputs");
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    for (size_t i = 0; i < workers.size(); ++i) {
+      WorkerData* w = Find(workers[i]);
+      out[i] = w == nullptr ? 0 : w->committed();
+    }
+    return Status::OK();
+  }
+
+  Status PutCheckpoint(WorkerId worker, Epoch epoch, LogIndex at, std::string_view record) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    WorkerData* w = Find(worker);
+    LSTASH_RETURN_IF_ERROR(CheckFence(worker, epoch, CurrentEpoch(w)));
+    LogIndex previous_at = w->checkpoint ? w->checkpoint->at : 0;
+    LSTASH_RETURN_IF_ERROR(CheckCheckpointAt(worker, at, w->committed(), previous_at));
+    while (w->log_base < at) {
+      w->log.pop_front();
+      ++w->log_base;
+    }
+    w->checkpoint = StoredCheckpoint{epoch, at, std::string(record)};
+    return Status::OK();
+  }
+
+  Result<std::optional<StoredCheckpoint>> LatestCheckpoint(WorkerId worker) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    WorkerData* w = Find(worker);
+    if (w == nullptr) return std::optional<StoredCheckpoint>();
+    return w->checkpoint;
+  }
+
+ private:
+  struct WorkerData {
+    std::vector<EpochRecord> epochs;
+    // The log holds exactly indices log_base+1 .. committed(): appends only
+    // extend the committed prefix and checkpoints only drop from its front.
+    LogIndex log_base = 0;  // index folded into the latest checkpoint
+    std::deque<std::string> log;
+    std::optional<StoredCheckpoint> checkpoint;
+
+    LogIndex committed() const { return log_base + log.size(); }
+  };
+
+  // REQUIRES: mu_ held.
+  WorkerData* Find(WorkerId worker) {
+    auto it = workers_.find(worker);
+    return it == workers_.end() ? nullptr : &it->second;
+  }
+
+  static Epoch CurrentEpoch(const WorkerData* w) {
+    return w == nullptr || w->epochs.empty() ? 0 : w->epochs.back().epoch;
+  }
+
+  std::mutex mu_;
+  std::unordered_map<WorkerId, WorkerData> workers_;  // GUARDED_BY(mu_)
+};
+
+}  // namespace
+
+std::unique_ptr<Store> NewMemoryStore() { return std::make_unique<MemoryStore>(); }
+
+}  // namespace lstash

@@ -1,0 +1,484 @@
+// The RocksDB store: the durable Store every real deployment uses. See
+// rocksdb_layout.h for what is stored where.
+//
+// Each worker's writes (Append, BeginIncarnation, SetEpochStart,
+// PutCheckpoint) are serialised by that worker's mutex, held across the
+// RocksDB write: the fence check and the write are then one atomic step, so
+// once BeginIncarnation returns no older incarnation can write. Different
+// workers' writes never share a lock, so their synced writes are group-
+// committed by RocksDB. (A store-wide reader/writer lock would do the same,
+// but a reader-preferring one lets a steady stream of appends starve
+// BeginIncarnation.)
+//
+// Epochs and committed indexes are cached in memory: the store is their only
+// writer, so the cache is exact.
+
+#include <lstash/store.h>
+#include <rocksdb/db.h>
+#include <rocksdb/iterator.h>
+#include <rocksdb/options.h>
+#include <rocksdb/slice.h>
+#include <rocksdb/write_batch.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <mutex>
+#include <shared_mutex>
+#include <unordered_map>
+
+#include "store/checks.h"
+#include "store/rocksdb_layout.h"
+#include "wire/format.h"
+
+namespace lstash {
+
+namespace rocksdb_layout {
+
+namespace {
+
+void PutBigEndian32(std::uint32_t v, std::string* out) {
+  for (int shift = 24; shift >= 0; shift -= 8) out->push_back(static_cast<char>((v >> shift) & 0xff));
+}
+
+void PutBigEndian64(std::uint64_t v, std::string* out) {
+  for (int shift = 56; shift >= 0; shift -= 8) out->push_back(static_cast<char>((v >> shift) & 0xff));
+}
+
+std::uint64_t GetBigEndian(std::string_view bytes) {
+  std::uint64_t v = 0;
+  for (char c : bytes) v = (v << 8) | static_cast<unsigned char>(c);
+  return v;
+}
+
+void PutLittleEndian(std::uint64_t v, int size, std::string* out) {
+  for (int i = 0; i < size; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+std::uint64_t GetLittleEndian(std::string_view bytes) {
+  std::uint64_t v = 0;
+  for (size_t i = bytes.size(); i > 0; --i) v = (v << 8) | static_cast<unsigned char>(bytes[i - 1]);
+  return v;
+}
+
+constexpr size_t kCheckpointHeaderSize = 4 + 2 + 8 + 8;
+
+}  // namespace
+
+std::string WorkerKey(WorkerId worker) {
+  std::string key;
+  PutBigEndian32(worker, &key);
+  return key;
+}
+
+std::string LogKey(WorkerId worker, LogIndex index) {
+  std::string key;
+  key.reserve(12);
+  PutBigEndian32(worker, &key);
+  PutBigEndian64(index, &key);
+  return key;
+}
+
+std::string EpochsKey(WorkerId worker) {
+  std::string key(kEpochsPrefix);
+  PutBigEndian32(worker, &key);
+  return key;
+}
+
+std::string CommittedKey(WorkerId worker) {
+  std::string key(kCommittedPrefix);
+  PutBigEndian32(worker, &key);
+  return key;
+}
+
+bool ParseLogKey(std::string_view key, WorkerId* worker, LogIndex* index) {
+  if (key.size() != 12) return false;
+  *worker = static_cast<WorkerId>(GetBigEndian(key.substr(0, 4)));
+  *index = GetBigEndian(key.substr(4));
+  return true;
+}
+
+std::string EncodeCheckpointValue(Epoch epoch, LogIndex at, std::string_view record) {
+  std::string value;
+  value.reserve(kCheckpointHeaderSize + record.size());
+  PutLittleEndian(kCheckpointValueMagic, 4, &value);
+  PutLittleEndian(kCheckpointValueVersion, 2, &value);
+  PutLittleEndian(epoch, 8, &value);
+  PutLittleEndian(at, 8, &value);
+  value.append(record);
+  return value;
+}
+
+Status DecodeCheckpointValue(std::string_view value, Epoch* epoch, LogIndex* at, std::string_view* record) {
+  if (value.size() < kCheckpointHeaderSize) {
+    return Corruption("stored checkpoint is truncated (" + std::to_string(value.size()) + " bytes)");
+  }
+  if (GetLittleEndian(value.substr(0, 4)) != kCheckpointValueMagic) {
+    return Corruption("stored checkpoint has a bad magic number");
+  }
+  auto version = GetLittleEndian(value.substr(4, 2));
+  if (version != kCheckpointValueVersion) {
+    return FailedPrecondition("stored checkpoint has format version " + std::to_string(version) +
+                              " (this build reads version " + std::to_string(kCheckpointValueVersion) + ")");
+  }
+  *epoch = GetLittleEndian(value.substr(6, 8));
+  *at = GetLittleEndian(value.substr(14, 8));
+  *record = value.substr(kCheckpointHeaderSize);
+  return Status::OK();
+}
+
+}  // namespace rocksdb_layout
+
+namespace {
+
+namespace layout = rocksdb_layout;
+using store_internal::CheckAppendShape;
+using store_internal::CheckCheckpointAt;
+using store_internal::CheckContiguous;
+using store_internal::CheckFence;
+
+Status FromRocks(const rocksdb::Status& s, std::string_view what) {
+  std::string m(what);
+  m += ": ";
+  m += s.ToString();
+  return s.IsCorruption() ? Corruption(m) : IOError(m);
+}
+
+std::string_view View(const rocksdb::Slice& s) { return std::string_view(s.data(), s.size()); }
+
+class RocksDbStore final : public Store {
+ public:
+  static Result<std::unique_ptr<Store>> Open(const std::string& path, const RocksDbStoreOptions& options);
+
+  ~RocksDbStore() override {
+    for (rocksdb::ColumnFamilyHandle* h : handles_) {
+      rocksdb::Status s = db_->DestroyColumnFamilyHandle(h);
+      if (!s.ok()) spdlog::warn("lstash store {}: releasing a column family: {}", path_, s.ToString());
+    }
+    rocksdb::Status s = db_->Close();
+    if (!s.ok()) spdlog::warn("lstash store {}: close: {}", path_, s.ToString());
+  }
+
+  Result<Epoch> BeginIncarnation(WorkerId worker) override {
+    WorkerState* ws = FindOrCreate(worker);
+    std::lock_guard<std::mutex> lock(ws->mu);
+    std::vector<EpochRecord> epochs = ws->epochs;
+    Epoch next = epochs.empty() ? 1 : epochs.back().epoch + 1;
+    epochs.push_back(EpochRecord{next, 0});
+    // Synced whatever options_.sync says: a fence that is lost in a crash
+    // would let a zombie write again.
+    LSTASH_RETURN_IF_ERROR(WriteEpochs(worker, epochs));
+    std::lock_guard<std::mutex> epochs_lock(ws->epochs_mu);
+    ws->epochs = std::move(epochs);
+    return next;
+  }
+
+  Status SetEpochStart(WorkerId worker, Epoch epoch, LogIndex start) override {
+    WorkerState* ws = Find(worker);
+    if (ws == nullptr) return CheckFence(worker, epoch, 0);
+    std::lock_guard<std::mutex> lock(ws->mu);
+    LSTASH_RETURN_IF_ERROR(CheckFence(worker, epoch, ws->current_epoch()));
+    std::vector<EpochRecord> epochs = ws->epochs;
+    epochs.back().start = start;
+    LSTASH_RETURN_IF_ERROR(WriteEpochs(worker, epochs));
+    std::lock_guard<std::mutex> epochs_lock(ws->epochs_mu);
+    ws->epochs = std::move(epochs);
+    return Status::OK();
+  }
+
+  Result<std::vector<EpochRecord>> Epochs(WorkerId worker) override {
+    WorkerState* ws = Find(worker);
+    if (ws == nullptr) return std::vector<EpochRecord>();
+    std::lock_guard<std::mutex> epochs_lock(ws->epochs_mu);
+    return ws->epochs;
+  }
+
+  Status Append(WorkerId worker, Epoch epoch, std::span<const LogRecord> records) override {
+    LSTASH_RETURN_IF_ERROR(CheckAppendShape(worker, records));
+    WorkerState* ws = Find(worker);
+    if (ws == nullptr) return CheckFence(worker, epoch, 0);
+    std::lock_guard<std::mutex> lock(ws->mu);
+    LSTASH_RETURN_IF_ERROR(CheckFence(worker, epoch, ws->current_epoch()));
+    LogIndex committed = ws->committed.load(std::memory_order_relaxed);
+    LSTASH_RETURN_IF_ERROR(CheckContiguous(worker, records.front().index, committed));
+    LogIndex last = records.back().index;
+    // Records up to the committed index are already stored (or folded into
+    // a checkpoint); committed history is never rewritten.
+    if (last <= committed) return Status::OK();
+
+    rocksdb::WriteBatch batch;
+    rocksdb::Status s;
+    for (const LogRecord& r : records) {
+      if (r.index <= committed) continue;
+      s = batch.Put(log_cf_, layout::LogKey(worker, r.index), r.bytes);
+      if (!s.ok()) return FromRocks(s, "append to worker " + std::to_string(worker));
+    }
+    std::string index_record;
+    wire::EncodeIndex(last, &index_record);
+    s = batch.Put(meta_cf_, layout::CommittedKey(worker), index_record);
+    if (!s.ok()) return FromRocks(s, "append to worker " + std::to_string(worker));
+    LSTASH_RETURN_IF_ERROR(Write(&batch, options_.sync, "append to worker " + std::to_string(worker)));
+    ws->committed.store(last, std::memory_order_release);
+    return Status::OK();
+  }
+
+  Status ReadLog(WorkerId worker, LogIndex from, std::vector<LogRecord>* out) override {
+    out->clear();
+    std::string start = layout::LogKey(worker, from);
+    std::string limit = layout::LogKey(worker, ~LogIndex{0}) + '\0';  // past the worker's last key
+    rocksdb::Slice limit_slice(limit);
+    rocksdb::ReadOptions read_options;
+    read_options.iterate_upper_bound = &limit_slice;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options, log_cf_));
+    for (it->Seek(start); it->Valid(); it->Next()) {
+      WorkerId key_worker = 0;
+      LogIndex index = 0;
+      if (!layout::ParseLogKey(View(it->key()), &key_worker, &index) || key_worker != worker) {
+        return Corruption("lstash store " + path_ + ": malformed log key in worker " + std::to_string(worker) +
+                          "'s log");
+      }
+      out->push_back(LogRecord{index, it->value().ToString()});
+    }
+    if (!it->status().ok()) return FromRocks(it->status(), "reading the log of worker " + std::to_string(worker));
+    return Status::OK();
+  }
+
+  Status ReadCommitted(std::span<const WorkerId> workers, std::span<LogIndex> out) override {
+    if (out.size() != workers.size()) {
+      return InvalidArgument("ReadCommitted: " + std::to_string(workers.size()) + " workers but " +
+                             std::to_string(out.size()) + " outputs");
+    }
+    std::shared_lock<std::shared_mutex> lock(map_mu_);
+    for (size_t i = 0; i < workers.size(); ++i) {
+      auto it = workers_.find(workers[i]);
+      out[i] = it == workers_.end() ? 0 : it->second->committed.load(std::memory_order_acquire);
+    }
+    return Status::OK();
+  }
+
+  Status PutCheckpoint(WorkerId worker, Epoch epoch, LogIndex at, std::string_view record) override {
+    WorkerState* ws = Find(worker);
+    if (ws == nullptr) return CheckFence(worker, epoch, 0);
+    std::lock_guard<std::mutex> lock(ws->mu);
+    LSTASH_RETURN_IF_ERROR(CheckFence(worker, epoch, ws->current_epoch()));
+    std::string what = "checkpoint of worker " + std::to_string(worker);
+
+    // The previous checkpoint bounds this one from below (see checks.h).
+    LogIndex previous_at = 0;
+    rocksdb::PinnableSlice previous;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), checkpoint_cf_, layout::WorkerKey(worker), &previous);
+    if (s.ok()) {
+      Epoch previous_epoch = 0;
+      std::string_view previous_record;
+      LSTASH_RETURN_IF_ERROR(
+          layout::DecodeCheckpointValue(View(previous), &previous_epoch, &previous_at, &previous_record)
+              .WithContext(what));
+    } else if (!s.IsNotFound()) {
+      return FromRocks(s, what);
+    }
+    LSTASH_RETURN_IF_ERROR(
+        CheckCheckpointAt(worker, at, ws->committed.load(std::memory_order_relaxed), previous_at));
+
+    rocksdb::WriteBatch batch;
+    s = batch.Put(checkpoint_cf_, layout::WorkerKey(worker), layout::EncodeCheckpointValue(epoch, at, record));
+    if (!s.ok()) return FromRocks(s, what);
+    if (at > 0) {
+      // Keys (worker, 0) .. (worker, at) inclusive: the end key sorts just
+      // after (worker, at).
+      s = batch.DeleteRange(log_cf_, layout::LogKey(worker, 0), layout::LogKey(worker, at) + '\0');
+      if (!s.ok()) return FromRocks(s, what);
+    }
+    return Write(&batch, /*sync=*/true, what);
+  }
+
+  Result<std::optional<StoredCheckpoint>> LatestCheckpoint(WorkerId worker) override {
+    std::string what = "checkpoint of worker " + std::to_string(worker);
+    rocksdb::PinnableSlice value;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), checkpoint_cf_, layout::WorkerKey(worker), &value);
+    if (s.IsNotFound()) return std::optional<StoredCheckpoint>();
+    if (!s.ok()) return FromRocks(s, what);
+    StoredCheckpoint checkpoint;
+    std::string_view record;
+    LSTASH_RETURN_IF_ERROR(
+        layout::DecodeCheckpointValue(View(value), &checkpoint.epoch, &checkpoint.at, &record).WithContext(what));
+    checkpoint.bytes.assign(record);
+    return std::optional<StoredCheckpoint>(std::move(checkpoint));
+  }
+
+ private:
+  struct WorkerState {
+    // Serialises the worker's writes; held across the RocksDB write.
+    std::mutex mu;
+    // Lets Epochs() read without waiting behind a write.
+    std::mutex epochs_mu;
+    // Written holding both mu and epochs_mu, so either suffices to read.
+    std::vector<EpochRecord> epochs;  // GUARDED_BY(mu, epochs_mu)
+    // Written under mu; read lock-free by ReadCommitted.
+    std::atomic<LogIndex> committed{0};
+
+    // REQUIRES: mu held.
+    Epoch current_epoch() const { return epochs.empty() ? 0 : epochs.back().epoch; }
+  };
+
+  RocksDbStore(std::string path, const RocksDbStoreOptions& options, rocksdb::DB* db,
+               std::vector<rocksdb::ColumnFamilyHandle*> handles)
+      : path_(std::move(path)),
+        options_(options),
+        db_(db),
+        handles_(std::move(handles)),
+        log_cf_(handles_[1]),
+        checkpoint_cf_(handles_[2]),
+        meta_cf_(handles_[3]) {}
+
+  Status CheckFormat();
+  Status LoadMeta();
+
+  WorkerState* Find(WorkerId worker) {
+    std::shared_lock<std::shared_mutex> lock(map_mu_);
+    auto it = workers_.find(worker);
+    return it == workers_.end() ? nullptr : it->second.get();
+  }
+
+  WorkerState* FindOrCreate(WorkerId worker) {
+    if (WorkerState* ws = Find(worker)) return ws;
+    std::unique_lock<std::shared_mutex> lock(map_mu_);
+    auto& slot = workers_[worker];
+    if (slot == nullptr) slot = std::make_unique<WorkerState>();
+    return slot.get();
+  }
+
+  Status WriteEpochs(WorkerId worker, const std::vector<EpochRecord>& epochs) {
+    std::string record;
+    wire::EncodeEpochs(epochs, &record);
+    rocksdb::WriteBatch batch;
+    std::string what = "epochs of worker " + std::to_string(worker);
+    rocksdb::Status s = batch.Put(meta_cf_, layout::EpochsKey(worker), record);
+    if (!s.ok()) return FromRocks(s, what);
+    return Write(&batch, /*sync=*/true, what);
+  }
+
+  Status Write(rocksdb::WriteBatch* batch, bool sync, std::string_view what) {
+    rocksdb::WriteOptions write_options;
+    write_options.sync = sync;
+    rocksdb::Status s = db_->Write(write_options, batch);
+    if (!s.ok()) return FromRocks(s, what);
+    return Status::OK();
+  }
+
+  const std::string path_;
+  const RocksDbStoreOptions options_;
+  const std::unique_ptr<rocksdb::DB> db_;
+  // default, log, checkpoint, meta; released before db_ is closed.
+  const std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  rocksdb::ColumnFamilyHandle* const log_cf_;
+  rocksdb::ColumnFamilyHandle* const checkpoint_cf_;
+  rocksdb::ColumnFamilyHandle* const meta_cf_;
+
+  // Workers are added (never removed) by BeginIncarnation and LoadMeta, so a
+  // WorkerState* stays valid without the lock.
+  std::shared_mutex map_mu_;
+  std::unordered_map<WorkerId, std::unique_ptr<WorkerState>> workers_;  // GUARDED_BY(map_mu_)
+};
+
+Result<std::unique_ptr<Store>> RocksDbStore::Open(const std::string& path, const RocksDbStoreOptions& options) {
+  rocksdb::DBOptions db_options;
+  db_options.create_if_missing = options.create_if_missing;
+  db_options.create_missing_column_families = true;
+  db_options.IncreaseParallelism(2);
+  // Every append also rewrites a meta key, and a WAL file lives until every
+  // family with data in it has flushed: without a bound, the small meta
+  // family would hold gigabytes of log WAL (and its replay time) hostage.
+  db_options.max_total_wal_size = 256 << 20;
+
+  // The log takes nearly all writes; the other families are small.
+  rocksdb::ColumnFamilyOptions log_options;
+  log_options.write_buffer_size = 64 << 20;
+
+  std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+      {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
+      {layout::kLogFamily, log_options},
+      {layout::kCheckpointFamily, rocksdb::ColumnFamilyOptions()},
+      {layout::kMetaFamily, rocksdb::ColumnFamilyOptions()},
+  };
+  rocksdb::DB* db = nullptr;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::Status s = rocksdb::DB::Open(db_options, path, families, &handles, &db);
+  if (!s.ok()) return IOError("cannot open lstash store at " + path + ": " + s.ToString());
+
+  std::unique_ptr<RocksDbStore> store(new RocksDbStore(path, options, db, std::move(handles)));
+  LSTASH_RETURN_IF_ERROR(store->CheckFormat());
+  LSTASH_RETURN_IF_ERROR(store->LoadMeta());
+  return std::unique_ptr<Store>(std::move(store));
+}
+
+// Writes the format marker into a new store; refuses a store written by
+// another format version, or a database that holds data but no marker.
+Status RocksDbStore::CheckFormat() {
+  std::string marker;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), meta_cf_, layout::kFormatKey, &marker);
+  if (s.ok()) {
+    Status st = wire::CheckFormatMarker(marker);
+    if (!st.ok()) return st.WithContext("lstash store at " + path_);
+    return Status::OK();
+  }
+  if (!s.IsNotFound()) return FromRocks(s, "lstash store at " + path_ + ": reading the format marker");
+
+  for (rocksdb::ColumnFamilyHandle* h : handles_) {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), h));
+    it->SeekToFirst();
+    if (!it->status().ok()) return FromRocks(it->status(), "lstash store at " + path_);
+    if (it->Valid()) {
+      return FailedPrecondition("lstash store at " + path_ + " holds data in column family '" + h->GetName() +
+                                "' but has no format marker: not an lstash store");
+    }
+  }
+  wire::EncodeFormatMarker(&marker);
+  rocksdb::WriteOptions write_options;
+  write_options.sync = true;
+  s = db_->Put(write_options, meta_cf_, layout::kFormatKey, marker);
+  if (!s.ok()) return FromRocks(s, "lstash store at " + path_ + ": writing the format marker");
+  return Status::OK();
+}
+
+// Fills the epoch and committed-index caches.
+Status RocksDbStore::LoadMeta() {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), meta_cf_));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    std::string_view key = View(it->key());
+    std::string_view value = View(it->value());
+    bool is_epochs = key.starts_with(layout::kEpochsPrefix);
+    bool is_committed = key.starts_with(layout::kCommittedPrefix);
+    if (!is_epochs && !is_committed) continue;  // the format marker
+    std::string_view worker_bytes = key.substr(is_epochs ? layout::kEpochsPrefix.size()
+                                                         : layout::kCommittedPrefix.size());
+    if (worker_bytes.size() != 4) return Corruption("lstash store at " + path_ + ": malformed meta key");
+    WorkerId worker = 0;
+    for (char c : worker_bytes) worker = (worker << 8) | static_cast<unsigned char>(c);
+
+    WorkerState* ws = FindOrCreate(worker);
+    std::lock_guard<std::mutex> lock(ws->mu);
+    if (is_epochs) {
+      std::vector<EpochRecord> epochs;
+      LSTASH_RETURN_IF_ERROR(wire::DecodeEpochs(value, &epochs)
+                                 .WithContext("lstash store at " + path_ + ": epochs of worker " +
+                                              std::to_string(worker)));
+      std::lock_guard<std::mutex> epochs_lock(ws->epochs_mu);
+      ws->epochs = std::move(epochs);
+    } else {
+      LogIndex committed = 0;
+      LSTASH_RETURN_IF_ERROR(wire::DecodeIndex(value, &committed)
+                                 .WithContext("lstash store at " + path_ + ": committed index of worker " +
+                                              std::to_string(worker)));
+      ws->committed.store(committed, std::memory_order_release);
+    }
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "lstash store at " + path_ + ": loading metadata");
+  return Status::OK();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> OpenRocksDbStore(const std::string& path, const RocksDbStoreOptions& options) {
+  return RocksDbStore::Open(path, options);
+}
+
+}  // namespace lstash

@@ -1,0 +1,179 @@
+// The wire and storage formats: every record lstash sends or stores.
+//
+// Each record starts with a magic number (what it is) and a format version
+// (how to read it); the rest is Cereal's portable binary archive
+// (little-endian on every host). Decoders validate everything they read:
+// truncation, bad magic, unknown version, unknown enum values, and lengths or
+// counts that could not fit in the remaining bytes are rejected with
+// kCorruption (kFailedPrecondition for an unknown version) before any
+// allocation, so a hostile input can make a decoder allocate at most about
+// as much as the input's own size.
+//
+// This is the only part of lstash that includes cereal.
+#pragma once
+
+#include <lstash/status.h>
+#include <lstash/store.h>
+#include <lstash/types.h>
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace lstash::wire {
+
+inline constexpr std::uint32_t kEntryMagic = 0x4c53454e;       // "LSEN"
+inline constexpr std::uint32_t kFrameMagic = 0x4c534652;       // "LSFR"
+inline constexpr std::uint32_t kCheckpointMagic = 0x4c53434b;  // "LSCK"
+inline constexpr std::uint32_t kMetaMagic = 0x4c534d54;        // "LSMT"
+inline constexpr std::uint16_t kFormatVersion = 1;
+
+// A causal dependency: the owner's log up to `index`, as written by
+// incarnations up to `epoch`.
+struct Dep {
+  WorkerId owner = 0;
+  Epoch epoch = 0;
+  LogIndex index = 0;
+  friend bool operator==(const Dep&, const Dep&) = default;
+};
+
+enum class EntryKind : std::uint8_t { kExecute = 1, kValue = 2 };
+enum class ValueKind : std::uint8_t { kRandom = 1, kNow = 2, kChoice = 3 };
+
+// One entry of a worker's log.
+//   kExecute: the owner ran `task` next (receipt order). The task's payload
+//     is inline, or (large payloads) only its size and digest are logged and
+//     the submitter keeps the bytes.
+//   kValue: the running task obtained a nondeterministic value.
+struct LogEntry {
+  WorkerId owner = 0;
+  Epoch epoch = 0;  // incarnation that created the entry
+  LogIndex index = 0;
+  EntryKind kind = EntryKind::kExecute;
+
+  // kExecute
+  TaskId task;
+  std::uint64_t channel_seq = 0;  // position on the submitter->owner channel
+  bool start = false;             // the owner's start task
+  std::vector<Dep> deps;          // uncommitted lineage the task depended on
+  bool payload_inline = true;
+  std::string payload;            // when payload_inline
+  std::uint64_t payload_size = 0; // when !payload_inline
+  std::uint64_t payload_digest = 0;
+
+  // kValue
+  ValueKind value_kind = ValueKind::kRandom;
+  std::string value;
+
+  friend bool operator==(const LogEntry&, const LogEntry&) = default;
+};
+
+void EncodeEntry(const LogEntry& entry, std::string* out);  // replaces *out
+Status DecodeEntry(std::string_view bytes, LogEntry* out);
+
+enum class FrameKind : std::uint8_t {
+  kTask = 1,             // a submitted task with piggybacked lineage
+  kAck = 2,              // receiver -> sender: delivered/released positions
+  kRecoveryRequest = 3,  // new incarnation -> everyone: send me my lineage
+  kRecoveryReply = 4,    // survivor -> new incarnation: what I hold of yours
+  kEpochNotice = 5,      // "I am at this epoch, starting at this index"
+};
+
+struct FrameHeader {
+  FrameKind kind = FrameKind::kTask;
+  WorkerId sender = 0;
+  Epoch sender_epoch = 0;
+  LogIndex sender_epoch_start = 0;  // 0 while the sender is still gathering
+  WorkerId dest = 0;
+  Epoch dest_epoch = 0;             // the sender's view of dest's epoch
+  friend bool operator==(const FrameHeader&, const FrameHeader&) = default;
+};
+
+struct Watermark {
+  WorkerId owner = 0;
+  LogIndex committed = 0;
+  friend bool operator==(const Watermark&, const Watermark&) = default;
+};
+
+// A piggybacked or gathered entry: its decoded form and its exact bytes.
+struct WireEntry {
+  LogEntry entry;
+  std::string bytes;
+};
+
+struct DecodedFrame {
+  FrameHeader header;
+  // kTask
+  std::uint64_t seq = 0;          // TaskId{header.sender, seq}
+  std::uint64_t channel_seq = 0;
+  std::string payload;
+  std::vector<Dep> deps;
+  // kTask, kRecoveryReply
+  std::vector<WireEntry> entries;
+  // kTask, kAck
+  std::vector<Watermark> watermarks;
+  // kAck, kRecoveryReply: positions on the dest->sender... see core docs
+  std::uint64_t delivered = 0;
+  std::uint64_t released = 0;
+};
+
+// Encoders append to *out (after clearing it). `entries` are already-encoded
+// entries (EncodeEntry output), copied verbatim.
+void EncodeTaskFrame(const FrameHeader& header, std::uint64_t seq, std::uint64_t channel_seq,
+                     std::string_view payload, std::span<const Dep> deps,
+                     std::span<const std::string_view> entries, std::span<const Watermark> watermarks,
+                     std::string* out);
+void EncodeAckFrame(const FrameHeader& header, std::uint64_t delivered, std::uint64_t released,
+                    std::span<const Watermark> watermarks, std::string* out);
+void EncodeRecoveryReplyFrame(const FrameHeader& header, std::uint64_t delivered, std::uint64_t released,
+                              std::span<const std::string_view> entries, std::string* out);
+// kRecoveryRequest and kEpochNotice have no body.
+void EncodeHeaderOnlyFrame(const FrameHeader& header, std::string* out);
+
+// Validates and decodes any frame, including every nested entry.
+Status DecodeFrame(std::string_view bytes, DecodedFrame* out);
+
+// A message the sender keeps until the receiver no longer needs it.
+struct OutboxMessage {
+  WorkerId dest = 0;
+  TaskId id;
+  std::uint64_t channel_seq = 0;
+  std::string payload;
+  std::vector<Dep> deps;
+  friend bool operator==(const OutboxMessage&, const OutboxMessage&) = default;
+};
+
+// Library state saved with an engine snapshot. Vectors indexed by worker id
+// have num_workers elements.
+struct CheckpointRecord {
+  WorkerId worker = 0;
+  Epoch epoch = 0;
+  LogIndex at = 0;
+  std::uint32_t num_workers = 0;
+  std::uint64_t next_seq = 0;                     // next TaskId.seq to submit
+  std::vector<std::uint64_t> next_channel_seq;    // per destination
+  std::vector<std::uint64_t> executed_upto;       // per sender: last channel seq run
+  std::vector<Dep> frontier;                      // causal frontier, per owner (sparse)
+  std::vector<OutboxMessage> outbox;              // unreleased sent messages
+  std::string snapshot;                           // the engine's bytes
+  friend bool operator==(const CheckpointRecord&, const CheckpointRecord&) = default;
+};
+
+void EncodeCheckpoint(const CheckpointRecord& record, std::string* out);
+Status DecodeCheckpoint(std::string_view bytes, CheckpointRecord* out);
+
+// Store metadata records (used by store implementations).
+void EncodeEpochs(std::span<const EpochRecord> epochs, std::string* out);
+Status DecodeEpochs(std::string_view bytes, std::vector<EpochRecord>* out);
+void EncodeIndex(LogIndex index, std::string* out);  // e.g. a committed index
+Status DecodeIndex(std::string_view bytes, LogIndex* out);
+// The store's format marker: magic + version, nothing else.
+void EncodeFormatMarker(std::string* out);
+Status CheckFormatMarker(std::string_view bytes);  // kFailedPrecondition if another version
+
+// 64-bit digest of a payload (xxHash3).
+std::uint64_t Digest(std::string_view bytes);
+
+}  // namespace lstash::wire

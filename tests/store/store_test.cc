@@ -1,0 +1,685 @@
+// Tests of the Store contract (store.h), run against both implementations,
+// and of what only the RocksDB store promises: durability across reopen and
+// refusing stores it cannot read.
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <lstash/store.h>
+#include <rocksdb/db.h>
+#include <stdlib.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "store/rocksdb_layout.h"
+#include "wire/format.h"
+
+namespace lstash {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+
+#define STORE_ASSERT_OK(expr)                                              \
+  do {                                                                     \
+    ::lstash::Status store_test_status_ = (expr);                          \
+    ASSERT_TRUE(store_test_status_.ok()) << store_test_status_.ToString(); \
+  } while (0)
+
+#define STORE_ASSERT_OK_AND_ASSIGN(lhs, expr) \
+  STORE_ASSERT_OK_AND_ASSIGN_IMPL_(LSTASH_CONCAT_(store_test_result_, __LINE__), lhs, expr)
+#define STORE_ASSERT_OK_AND_ASSIGN_IMPL_(tmp, lhs, expr) \
+  auto tmp = (expr);                                     \
+  ASSERT_TRUE(tmp.ok()) << tmp.status().ToString();      \
+  lhs = std::move(tmp).value()
+
+// A fresh directory for one test, removed with everything in it.
+class ScratchDir {
+ public:
+  ScratchDir() {
+    std::string base = testing::TempDir();
+    if (!base.empty() && base.back() != '/') base += '/';
+    std::string name = base + "lstash_store_test_XXXXXX";
+    if (mkdtemp(name.data()) != nullptr) path_ = name;
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+
+  bool ok() const { return !path_.empty(); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Distinct bytes per (worker, index), so a record read from the wrong place
+// or a stale copy shows.
+std::string EntryBytes(WorkerId worker, LogIndex index, std::string_view tag = "") {
+  std::string bytes = "entry w" + std::to_string(worker) + " #" + std::to_string(index);
+  bytes.append(tag);
+  bytes.push_back('\0');  // binary-safe
+  return bytes;
+}
+
+std::vector<LogRecord> Records(WorkerId worker, LogIndex first, LogIndex last) {
+  std::vector<LogRecord> records;
+  for (LogIndex i = first; i <= last; ++i) records.push_back(LogRecord{i, EntryBytes(worker, i)});
+  return records;
+}
+
+// (index, bytes) pairs, for readable comparisons.
+std::vector<std::pair<LogIndex, std::string>> Flatten(const std::vector<LogRecord>& records) {
+  std::vector<std::pair<LogIndex, std::string>> out;
+  for (const LogRecord& r : records) out.emplace_back(r.index, r.bytes);
+  return out;
+}
+
+std::vector<std::pair<LogIndex, std::string>> Expected(WorkerId worker, LogIndex first, LogIndex last) {
+  return Flatten(Records(worker, first, last));
+}
+
+std::vector<std::pair<Epoch, LogIndex>> Flatten(const std::vector<EpochRecord>& epochs) {
+  std::vector<std::pair<Epoch, LogIndex>> out;
+  for (const EpochRecord& e : epochs) out.emplace_back(e.epoch, e.start);
+  return out;
+}
+
+std::vector<LogRecord> ReadAll(Store* store, WorkerId worker, LogIndex from = 0) {
+  std::vector<LogRecord> out;
+  Status s = store->ReadLog(worker, from, &out);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  return out;
+}
+
+LogIndex Committed(Store* store, WorkerId worker) {
+  WorkerId workers[] = {worker};
+  LogIndex out[] = {~LogIndex{0}};
+  Status s = store->ReadCommitted(workers, out);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  return out[0];
+}
+
+// ---------------------------------------------------------------------------
+// The shared contract, against both implementations.
+
+struct MemoryStoreFactory {
+  static Result<std::unique_ptr<Store>> Make(const std::string& /*dir*/) { return NewMemoryStore(); }
+};
+
+struct RocksDbStoreFactory {
+  static Result<std::unique_ptr<Store>> Make(const std::string& dir) { return OpenRocksDbStore(dir + "/db"); }
+};
+
+class FactoryNames {
+ public:
+  template <typename T>
+  static std::string GetName(int) {
+    return std::is_same_v<T, MemoryStoreFactory> ? "Memory" : "RocksDb";
+  }
+};
+
+template <typename Factory>
+class StoreTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(dir_.ok());
+    STORE_ASSERT_OK_AND_ASSIGN(store_, Factory::Make(dir_.path()));
+  }
+
+  Epoch Begin(WorkerId worker) {
+    Result<Epoch> epoch = store_->BeginIncarnation(worker);
+    EXPECT_TRUE(epoch.ok()) << epoch.status().ToString();
+    return epoch.ok() ? *epoch : 0;
+  }
+
+  ScratchDir dir_;
+  std::unique_ptr<Store> store_;
+};
+
+using Factories = testing::Types<MemoryStoreFactory, RocksDbStoreFactory>;
+TYPED_TEST_SUITE(StoreTest, Factories, FactoryNames);
+
+TYPED_TEST(StoreTest, FirstEpochIsOneAndEachIncarnationTakesTheNext) {
+  EXPECT_EQ(this->Begin(7), 1u);
+  EXPECT_EQ(this->Begin(7), 2u);
+  EXPECT_EQ(this->Begin(7), 3u);
+  EXPECT_EQ(this->Begin(8), 1u);  // per worker
+}
+
+TYPED_TEST(StoreTest, EpochsListsIncarnationsOldestFirstWithTheirStarts) {
+  Store* store = this->store_.get();
+  STORE_ASSERT_OK_AND_ASSIGN(auto none, store->Epochs(5));
+  EXPECT_THAT(none, IsEmpty());
+
+  Epoch e1 = this->Begin(5);
+  STORE_ASSERT_OK_AND_ASSIGN(auto one, store->Epochs(5));
+  EXPECT_THAT(Flatten(one), ElementsAre(std::pair<Epoch, LogIndex>{1, 0}));
+
+  STORE_ASSERT_OK(store->SetEpochStart(5, e1, 10));
+  Epoch e2 = this->Begin(5);
+  STORE_ASSERT_OK(store->SetEpochStart(5, e2, 25));
+  STORE_ASSERT_OK(store->SetEpochStart(5, e2, 26));  // the live incarnation may move its start
+  this->Begin(5);
+  STORE_ASSERT_OK_AND_ASSIGN(auto three, store->Epochs(5));
+  EXPECT_THAT(Flatten(three), ElementsAre(std::pair<Epoch, LogIndex>{1, 10}, std::pair<Epoch, LogIndex>{2, 26},
+                                          std::pair<Epoch, LogIndex>{3, 0}));
+  STORE_ASSERT_OK_AND_ASSIGN(auto other, store->Epochs(6));
+  EXPECT_THAT(other, IsEmpty());
+}
+
+TYPED_TEST(StoreTest, OlderIncarnationIsFencedFromEveryWrite) {
+  Store* store = this->store_.get();
+  Epoch e1 = this->Begin(3);
+  STORE_ASSERT_OK(store->Append(3, e1, Records(3, 1, 2)));
+  Epoch e2 = this->Begin(3);
+  ASSERT_EQ(e2, 2u);
+
+  Status s = store->Append(3, e1, Records(3, 3, 3));
+  EXPECT_EQ(s.code(), Code::kFailedPrecondition) << s.ToString();
+  EXPECT_THAT(std::string(s.message()), HasSubstr("worker 3 incarnation 1 is fenced (current incarnation 2)"));
+  s = store->SetEpochStart(3, e1, 5);
+  EXPECT_EQ(s.code(), Code::kFailedPrecondition) << s.ToString();
+  s = store->PutCheckpoint(3, e1, 1, "zombie checkpoint");
+  EXPECT_EQ(s.code(), Code::kFailedPrecondition) << s.ToString();
+
+  // Nothing the zombie tried took effect.
+  EXPECT_EQ(Committed(store, 3), 2u);
+  EXPECT_THAT(Flatten(ReadAll(store, 3)), Expected(3, 1, 2));
+  STORE_ASSERT_OK_AND_ASSIGN(auto epochs, store->Epochs(3));
+  EXPECT_THAT(Flatten(epochs), ElementsAre(std::pair<Epoch, LogIndex>{1, 0}, std::pair<Epoch, LogIndex>{2, 0}));
+  STORE_ASSERT_OK_AND_ASSIGN(auto checkpoint, store->LatestCheckpoint(3));
+  EXPECT_FALSE(checkpoint.has_value());
+
+  // The live incarnation writes on.
+  STORE_ASSERT_OK(store->Append(3, e2, Records(3, 3, 3)));
+  EXPECT_EQ(Committed(store, 3), 3u);
+}
+
+TYPED_TEST(StoreTest, IncarnationsNeverBegunCannotWrite) {
+  Store* store = this->store_.get();
+  EXPECT_EQ(store->Append(4, 1, Records(4, 1, 1)).code(), Code::kFailedPrecondition);
+  EXPECT_EQ(store->SetEpochStart(4, 1, 1).code(), Code::kFailedPrecondition);
+  EXPECT_EQ(store->PutCheckpoint(4, 1, 0, "x").code(), Code::kFailedPrecondition);
+
+  Epoch e1 = this->Begin(4);
+  Status s = store->Append(4, e1 + 1, Records(4, 1, 1));
+  EXPECT_EQ(s.code(), Code::kFailedPrecondition) << s.ToString();
+  EXPECT_THAT(std::string(s.message()), HasSubstr("worker 4 incarnation 2"));
+  EXPECT_EQ(store->SetEpochStart(4, e1 + 1, 1).code(), Code::kFailedPrecondition);
+  EXPECT_EQ(store->Append(4, 0, Records(4, 1, 1)).code(), Code::kFailedPrecondition);
+  EXPECT_EQ(Committed(store, 4), 0u);
+  EXPECT_THAT(ReadAll(store, 4), IsEmpty());
+}
+
+TYPED_TEST(StoreTest, AppendRejectsMalformedBatches) {
+  Store* store = this->store_.get();
+  Epoch e = this->Begin(1);
+  EXPECT_EQ(store->Append(1, e, {}).code(), Code::kInvalidArgument);
+  EXPECT_EQ(store->Append(1, e, Records(1, 0, 2)).code(), Code::kInvalidArgument);
+  std::vector<LogRecord> skipping = {{1, "a"}, {3, "c"}};
+  EXPECT_EQ(store->Append(1, e, skipping).code(), Code::kInvalidArgument);
+  std::vector<LogRecord> backwards = {{2, "b"}, {1, "a"}};
+  EXPECT_EQ(store->Append(1, e, backwards).code(), Code::kInvalidArgument);
+  EXPECT_EQ(Committed(store, 1), 0u);
+  EXPECT_THAT(ReadAll(store, 1), IsEmpty());
+}
+
+TYPED_TEST(StoreTest, AppendRejectsAGapAfterTheCommittedIndex) {
+  Store* store = this->store_.get();
+  Epoch e = this->Begin(1);
+  Status s = store->Append(1, e, Records(1, 2, 3));  // nothing committed yet
+  EXPECT_EQ(s.code(), Code::kFailedPrecondition) << s.ToString();
+
+  STORE_ASSERT_OK(store->Append(1, e, Records(1, 1, 3)));
+  s = store->Append(1, e, Records(1, 5, 6));
+  EXPECT_EQ(s.code(), Code::kFailedPrecondition) << s.ToString();
+  EXPECT_EQ(Committed(store, 1), 3u);
+  EXPECT_THAT(Flatten(ReadAll(store, 1)), Expected(1, 1, 3));
+
+  STORE_ASSERT_OK(store->Append(1, e, Records(1, 4, 6)));
+  EXPECT_EQ(Committed(store, 1), 6u);
+}
+
+TYPED_TEST(StoreTest, AppendAcceptsOverlapAndCommittedIndexOnlyGrows) {
+  Store* store = this->store_.get();
+  Epoch e = this->Begin(1);
+  STORE_ASSERT_OK(store->Append(1, e, Records(1, 1, 5)));
+  STORE_ASSERT_OK(store->Append(1, e, Records(1, 3, 8)));
+  EXPECT_EQ(Committed(store, 1), 8u);
+  STORE_ASSERT_OK(store->Append(1, e, Records(1, 2, 4)));  // wholly committed already
+  EXPECT_EQ(Committed(store, 1), 8u);
+  STORE_ASSERT_OK(store->Append(1, e, Records(1, 8, 8)));
+  EXPECT_EQ(Committed(store, 1), 8u);
+  EXPECT_THAT(Flatten(ReadAll(store, 1)), Expected(1, 1, 8));
+}
+
+TYPED_TEST(StoreTest, ReadLogStartsAtTheGivenIndexAndStaysInTheWorkersLog) {
+  Store* store = this->store_.get();
+  // Workers 1, 2 and 256 have neighbouring keys; 300 entries cross a byte
+  // boundary of the index.
+  for (WorkerId w : {1u, 2u, 256u}) this->Begin(w);
+  STORE_ASSERT_OK(store->Append(1, 1, Records(1, 1, 300)));
+  STORE_ASSERT_OK(store->Append(2, 1, Records(2, 1, 3)));
+  STORE_ASSERT_OK(store->Append(256, 1, Records(256, 1, 2)));
+
+  EXPECT_THAT(Flatten(ReadAll(store, 1, 0)), Expected(1, 1, 300));
+  EXPECT_THAT(Flatten(ReadAll(store, 1, 1)), Expected(1, 1, 300));
+  EXPECT_THAT(Flatten(ReadAll(store, 1, 250)), Expected(1, 250, 300));
+  EXPECT_THAT(Flatten(ReadAll(store, 1, 300)), Expected(1, 300, 300));
+  EXPECT_THAT(ReadAll(store, 1, 301), IsEmpty());
+  EXPECT_THAT(Flatten(ReadAll(store, 2, 2)), Expected(2, 2, 3));
+  EXPECT_THAT(Flatten(ReadAll(store, 256, 0)), Expected(256, 1, 2));
+  EXPECT_THAT(ReadAll(store, 3, 0), IsEmpty());  // between logs
+  EXPECT_THAT(ReadAll(store, 9, 1), IsEmpty());  // never seen
+
+  std::vector<LogRecord> out = Records(7, 1, 2);  // stale contents are replaced
+  STORE_ASSERT_OK(store->ReadLog(2, 3, &out));
+  EXPECT_THAT(Flatten(out), Expected(2, 3, 3));
+}
+
+TYPED_TEST(StoreTest, ReadCommittedReportsEachWorkerAndZeroForUnknown) {
+  Store* store = this->store_.get();
+  for (WorkerId w : {0u, 1u, 2u}) this->Begin(w);
+  STORE_ASSERT_OK(store->Append(0, 1, Records(0, 1, 4)));
+  STORE_ASSERT_OK(store->Append(2, 1, Records(2, 1, 7)));
+
+  std::vector<WorkerId> workers = {2, 9, 0, 1, 2};
+  std::vector<LogIndex> out(workers.size(), 123);
+  STORE_ASSERT_OK(store->ReadCommitted(workers, out));
+  EXPECT_EQ(out, (std::vector<LogIndex>{7, 0, 4, 0, 7}));
+
+  std::vector<LogIndex> short_out(2);
+  EXPECT_EQ(store->ReadCommitted(workers, short_out).code(), Code::kInvalidArgument);
+}
+
+TYPED_TEST(StoreTest, CheckpointDeletesTheLogUpToItsIndex) {
+  Store* store = this->store_.get();
+  Epoch e = this->Begin(1);
+  this->Begin(2);
+  STORE_ASSERT_OK(store->Append(1, e, Records(1, 1, 10)));
+  STORE_ASSERT_OK(store->Append(2, 1, Records(2, 1, 10)));
+
+  STORE_ASSERT_OK(store->PutCheckpoint(1, e, 6, "snap"));
+  EXPECT_THAT(Flatten(ReadAll(store, 1)), Expected(1, 7, 10));
+  EXPECT_THAT(Flatten(ReadAll(store, 2)), Expected(2, 1, 10));  // other workers untouched
+  EXPECT_EQ(Committed(store, 1), 10u);
+
+  // Re-appending folded entries (as a recovering worker may) does not bring
+  // them back.
+  STORE_ASSERT_OK(store->Append(1, e, Records(1, 5, 11)));
+  EXPECT_THAT(Flatten(ReadAll(store, 1)), Expected(1, 7, 11));
+
+  // Folding everything leaves an empty log and the committed index at `at`.
+  STORE_ASSERT_OK(store->PutCheckpoint(1, e, 11, "snap2"));
+  EXPECT_THAT(ReadAll(store, 1), IsEmpty());
+  EXPECT_EQ(Committed(store, 1), 11u);
+  STORE_ASSERT_OK(store->Append(1, e, Records(1, 12, 12)));
+  EXPECT_THAT(Flatten(ReadAll(store, 1)), Expected(1, 12, 12));
+}
+
+TYPED_TEST(StoreTest, CheckpointMustBeCommittedAndNeverMovesBack) {
+  Store* store = this->store_.get();
+  Epoch e = this->Begin(1);
+  STORE_ASSERT_OK(store->Append(1, e, Records(1, 1, 5)));
+
+  Status s = store->PutCheckpoint(1, e, 6, "too far");
+  EXPECT_EQ(s.code(), Code::kFailedPrecondition) << s.ToString();
+  STORE_ASSERT_OK(store->PutCheckpoint(1, e, 4, "at 4"));
+  s = store->PutCheckpoint(1, e, 3, "back");
+  EXPECT_EQ(s.code(), Code::kFailedPrecondition) << s.ToString();
+  STORE_ASSERT_OK(store->PutCheckpoint(1, e, 4, "at 4 again"));
+
+  STORE_ASSERT_OK_AND_ASSIGN(auto checkpoint, store->LatestCheckpoint(1));
+  ASSERT_TRUE(checkpoint.has_value());
+  EXPECT_EQ(checkpoint->at, 4u);
+  EXPECT_EQ(checkpoint->bytes, "at 4 again");
+  EXPECT_THAT(Flatten(ReadAll(store, 1)), Expected(1, 5, 5));
+}
+
+TYPED_TEST(StoreTest, LatestCheckpointIsNoneUntilOneIsStoredThenTheNewest) {
+  Store* store = this->store_.get();
+  STORE_ASSERT_OK_AND_ASSIGN(auto unknown, store->LatestCheckpoint(1));
+  EXPECT_FALSE(unknown.has_value());
+  Epoch e1 = this->Begin(1);
+  STORE_ASSERT_OK_AND_ASSIGN(auto none, store->LatestCheckpoint(1));
+  EXPECT_FALSE(none.has_value());
+
+  STORE_ASSERT_OK(store->Append(1, e1, Records(1, 1, 3)));
+  STORE_ASSERT_OK(store->PutCheckpoint(1, e1, 1, "first"));
+  STORE_ASSERT_OK(store->PutCheckpoint(1, e1, 3, "second"));
+  STORE_ASSERT_OK_AND_ASSIGN(auto second, store->LatestCheckpoint(1));
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->epoch, e1);
+  EXPECT_EQ(second->at, 3u);
+  EXPECT_EQ(second->bytes, "second");
+
+  Epoch e2 = this->Begin(1);
+  const std::string binary("\0third\xff", 7);
+  STORE_ASSERT_OK(store->PutCheckpoint(1, e2, 3, binary));
+  STORE_ASSERT_OK_AND_ASSIGN(auto third, store->LatestCheckpoint(1));
+  ASSERT_TRUE(third.has_value());
+  EXPECT_EQ(third->epoch, e2);
+  EXPECT_EQ(third->at, 3u);
+  EXPECT_EQ(third->bytes, binary);
+  STORE_ASSERT_OK_AND_ASSIGN(auto other, store->LatestCheckpoint(2));
+  EXPECT_FALSE(other.has_value());
+}
+
+TYPED_TEST(StoreTest, ConcurrentAppendsToDifferentWorkersAreAllReadable) {
+  Store* store = this->store_.get();
+  constexpr WorkerId kWorkers = 4;
+  constexpr LogIndex kBatches = 50;
+  constexpr LogIndex kBatchSize = 10;
+  for (WorkerId w = 0; w < kWorkers; ++w) ASSERT_EQ(this->Begin(w), 1u);
+
+  std::vector<std::thread> threads;
+  for (WorkerId w = 0; w < kWorkers; ++w) {
+    threads.emplace_back([store, w] {
+      for (LogIndex b = 0; b < kBatches; ++b) {
+        Status s = store->Append(w, 1, Records(w, b * kBatchSize + 1, (b + 1) * kBatchSize));
+        EXPECT_TRUE(s.ok()) << s.ToString();
+        if (!s.ok()) return;
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+
+  std::vector<WorkerId> workers = {0, 1, 2, 3};
+  std::vector<LogIndex> committed(workers.size());
+  STORE_ASSERT_OK(store->ReadCommitted(workers, committed));
+  EXPECT_EQ(committed, (std::vector<LogIndex>{500, 500, 500, 500}));
+  for (WorkerId w = 0; w < kWorkers; ++w) {
+    EXPECT_THAT(Flatten(ReadAll(store, w)), Expected(w, 1, kBatches * kBatchSize)) << "worker " << w;
+  }
+}
+
+TYPED_TEST(StoreTest, ConcurrentOverlappingAppendsToOneWorkerKeepItConsistent) {
+  Store* store = this->store_.get();
+  Epoch e = this->Begin(1);
+  constexpr LogIndex kLast = 600;
+  // Three threads write the same history in batches of different sizes, so
+  // their batches overlap unevenly. Each thread's batch starts right after
+  // its own previous one, which is committed, so every append must succeed
+  // and the committed index must never fall below what a thread wrote.
+  auto writer = [store, e](LogIndex batch_size) {
+    for (LogIndex first = 1; first <= kLast; first += batch_size) {
+      LogIndex last = first + batch_size - 1;
+      if (last > kLast) last = kLast;
+      Status s = store->Append(1, e, Records(1, first, last));
+      EXPECT_TRUE(s.ok()) << s.ToString();
+      if (!s.ok()) return;
+      EXPECT_GE(Committed(store, 1), last);
+    }
+  };
+  std::thread a(writer, 7);
+  std::thread b(writer, 10);
+  std::thread c(writer, 13);
+  a.join();
+  b.join();
+  c.join();
+  EXPECT_EQ(Committed(store, 1), kLast);
+  EXPECT_THAT(Flatten(ReadAll(store, 1)), Expected(1, 1, kLast));
+}
+
+TYPED_TEST(StoreTest, BeginIncarnationFencesAConcurrentAppender) {
+  Store* store = this->store_.get();
+  Epoch e1 = this->Begin(1);
+  std::atomic<LogIndex> appended{0};
+  std::atomic<bool> fenced{false};
+  std::atomic<bool> done{false};
+  LogIndex last_ok = 0;
+  Status refusal;
+
+  std::thread zombie([&] {
+    // Stops at its first refused append; one that starts after the new
+    // incarnation began must be refused.
+    struct SetOnExit {
+      std::atomic<bool>* flag;
+      ~SetOnExit() { flag->store(true); }
+    } set_done{&done};
+    for (LogIndex next = 1;; next += 5) {
+      bool after_fence = fenced.load();
+      Status s = store->Append(1, e1, Records(1, next, next + 4));
+      if (!s.ok()) {
+        refusal = s;
+        return;
+      }
+      last_ok = next + 4;
+      if (after_fence) {
+        ADD_FAILURE() << "append from a fenced incarnation succeeded";
+        return;
+      }
+      appended.store(last_ok);
+    }
+  });
+  while (appended.load() < 10 && !done.load()) std::this_thread::yield();
+  Epoch e2 = this->Begin(1);
+  fenced.store(true);
+  zombie.join();
+
+  EXPECT_EQ(refusal.code(), Code::kFailedPrecondition) << refusal.ToString();
+  EXPECT_GE(last_ok, 10u);
+  EXPECT_EQ(Committed(store, 1), last_ok);
+  EXPECT_THAT(Flatten(ReadAll(store, 1)), Expected(1, 1, last_ok));
+  STORE_ASSERT_OK(store->Append(1, e2, Records(1, last_ok + 1, last_ok + 1)));
+}
+
+// ---------------------------------------------------------------------------
+// RocksDB only.
+
+namespace layout = rocksdb_layout;
+
+// Opens a store's database directly, to damage it.
+class RawDb {
+ public:
+  enum Family { kDefault = 0, kLog = 1, kCheckpoint = 2, kMeta = 3 };
+
+  explicit RawDb(const std::string& path) {
+    rocksdb::DBOptions options;
+    options.create_if_missing = true;
+    options.create_missing_column_families = true;
+    std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+        {rocksdb::kDefaultColumnFamilyName, {}},
+        {layout::kLogFamily, {}},
+        {layout::kCheckpointFamily, {}},
+        {layout::kMetaFamily, {}},
+    };
+    rocksdb::DB* db = nullptr;
+    status_ = rocksdb::DB::Open(options, path, families, &handles_, &db);
+    db_.reset(db);
+  }
+  ~RawDb() {
+    if (db_ == nullptr) return;
+    for (auto* h : handles_) (void)db_->DestroyColumnFamilyHandle(h);
+    (void)db_->Close();
+  }
+
+  const rocksdb::Status& status() const { return status_; }
+  rocksdb::Status Put(Family family, const std::string& key, const std::string& value) {
+    return db_->Put(rocksdb::WriteOptions(), handles_[family], key, value);
+  }
+
+ private:
+  rocksdb::Status status_;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  std::unique_ptr<rocksdb::DB> db_;
+};
+
+// The store's format marker with its version replaced by `version`; the
+// marker is the meta magic then the version, both little-endian.
+std::string FormatMarkerWithVersion(std::uint16_t version) {
+  std::string marker;
+  wire::EncodeFormatMarker(&marker);
+  auto little_endian = [](std::uint64_t v, int size) {
+    std::string s;
+    for (int i = 0; i < size; ++i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+    return s;
+  };
+  size_t at = marker.find(little_endian(wire::kMetaMagic, 4));
+  if (at == std::string::npos || marker.compare(at + 4, 2, little_endian(wire::kFormatVersion, 2)) != 0) {
+    ADD_FAILURE() << "format marker layout is not magic then version";
+    return marker;
+  }
+  marker.replace(at + 4, 2, little_endian(version, 2));
+  return marker;
+}
+
+class RocksDbStoreTest : public testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(dir_.ok()); }
+
+  Result<std::unique_ptr<Store>> Open(const RocksDbStoreOptions& options = {}) {
+    return OpenRocksDbStore(path_, options);
+  }
+
+  ScratchDir dir_;
+  const std::string path_ = dir_.path() + "/db";
+};
+
+TEST_F(RocksDbStoreTest, ReopenKeepsEverything) {
+  {
+    STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
+    STORE_ASSERT_OK_AND_ASSIGN(Epoch e1, store->BeginIncarnation(1));
+    STORE_ASSERT_OK(store->SetEpochStart(1, e1, 1));
+    STORE_ASSERT_OK_AND_ASSIGN(Epoch e2, store->BeginIncarnation(1));
+    STORE_ASSERT_OK(store->SetEpochStart(1, e2, 4));
+    STORE_ASSERT_OK(store->Append(1, e2, Records(1, 1, 10)));
+    STORE_ASSERT_OK(store->PutCheckpoint(1, e2, 3, "snap"));
+    STORE_ASSERT_OK_AND_ASSIGN(Epoch other, store->BeginIncarnation(2));
+    STORE_ASSERT_OK(store->Append(2, other, Records(2, 1, 2)));
+  }
+  STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
+  STORE_ASSERT_OK_AND_ASSIGN(auto epochs, store->Epochs(1));
+  EXPECT_THAT(Flatten(epochs), ElementsAre(std::pair<Epoch, LogIndex>{1, 1}, std::pair<Epoch, LogIndex>{2, 4}));
+  std::vector<WorkerId> workers = {1, 2, 3};
+  std::vector<LogIndex> committed(3);
+  STORE_ASSERT_OK(store->ReadCommitted(workers, committed));
+  EXPECT_EQ(committed, (std::vector<LogIndex>{10, 2, 0}));
+  EXPECT_THAT(Flatten(ReadAll(store.get(), 1)), Expected(1, 4, 10));
+  EXPECT_THAT(Flatten(ReadAll(store.get(), 2)), Expected(2, 1, 2));
+  STORE_ASSERT_OK_AND_ASSIGN(auto checkpoint, store->LatestCheckpoint(1));
+  ASSERT_TRUE(checkpoint.has_value());
+  EXPECT_EQ(checkpoint->epoch, 2u);
+  EXPECT_EQ(checkpoint->at, 3u);
+  EXPECT_EQ(checkpoint->bytes, "snap");
+
+  // The fence and the contiguity rules survive too.
+  EXPECT_EQ(store->Append(1, 1, Records(1, 11, 11)).code(), Code::kFailedPrecondition);
+  EXPECT_EQ(store->Append(1, 2, Records(1, 12, 12)).code(), Code::kFailedPrecondition);
+  STORE_ASSERT_OK(store->Append(1, 2, Records(1, 11, 11)));
+  EXPECT_EQ(store->PutCheckpoint(1, 2, 2, "back").code(), Code::kFailedPrecondition);
+  STORE_ASSERT_OK_AND_ASSIGN(Epoch e3, store->BeginIncarnation(1));
+  EXPECT_EQ(e3, 3u);
+}
+
+TEST_F(RocksDbStoreTest, UnsyncedAppendsSurviveACleanReopen) {
+  RocksDbStoreOptions options;
+  options.sync = false;
+  {
+    STORE_ASSERT_OK_AND_ASSIGN(auto store, Open(options));
+    STORE_ASSERT_OK_AND_ASSIGN(Epoch e, store->BeginIncarnation(0));
+    STORE_ASSERT_OK(store->Append(0, e, Records(0, 1, 20)));
+  }
+  STORE_ASSERT_OK_AND_ASSIGN(auto store, Open(options));
+  EXPECT_EQ(Committed(store.get(), 0), 20u);
+  EXPECT_THAT(Flatten(ReadAll(store.get(), 0)), Expected(0, 1, 20));
+}
+
+TEST_F(RocksDbStoreTest, RefusesAStoreOfAnotherFormatVersion) {
+  { STORE_ASSERT_OK_AND_ASSIGN(auto store, Open()); }
+  {
+    RawDb raw(path_);
+    ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
+    ASSERT_TRUE(raw.Put(RawDb::kMeta, layout::kFormatKey, FormatMarkerWithVersion(99)).ok());
+  }
+  auto store = Open();
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), Code::kFailedPrecondition) << store.status().ToString();
+  EXPECT_THAT(std::string(store.status().message()), HasSubstr(path_));
+  EXPECT_THAT(std::string(store.status().message()), HasSubstr("99"));
+}
+
+TEST_F(RocksDbStoreTest, RefusesADatabaseWithoutAFormatMarker) {
+  {
+    RawDb raw(path_);
+    ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
+    ASSERT_TRUE(raw.Put(RawDb::kDefault, "someone else's", "data").ok());
+  }
+  auto store = Open();
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), Code::kFailedPrecondition) << store.status().ToString();
+  EXPECT_THAT(std::string(store.status().message()), HasSubstr("no format marker"));
+}
+
+TEST_F(RocksDbStoreTest, CorruptedCheckpointIsReportedAsCorruption) {
+  {
+    STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
+    STORE_ASSERT_OK_AND_ASSIGN(Epoch e, store->BeginIncarnation(1));
+    STORE_ASSERT_OK(store->Append(1, e, Records(1, 1, 2)));
+    STORE_ASSERT_OK(store->PutCheckpoint(1, e, 1, "snap"));
+    STORE_ASSERT_OK(store->PutCheckpoint(1, e, 1, "snap"));  // a checkpoint reads its predecessor
+  }
+  const std::string truncated = "LSCW";
+  std::string bad_magic = layout::EncodeCheckpointValue(1, 1, "snap");
+  bad_magic[0] ^= 0x5a;
+  for (const std::string& damaged : {truncated, bad_magic}) {
+    {
+      RawDb raw(path_);
+      ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
+      ASSERT_TRUE(raw.Put(RawDb::kCheckpoint, layout::WorkerKey(1), damaged).ok());
+    }
+    STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
+    auto checkpoint = store->LatestCheckpoint(1);
+    ASSERT_FALSE(checkpoint.ok());
+    EXPECT_EQ(checkpoint.status().code(), Code::kCorruption) << checkpoint.status().ToString();
+    EXPECT_THAT(std::string(checkpoint.status().message()), HasSubstr("worker 1"));
+    EXPECT_EQ(store->PutCheckpoint(1, 1, 2, "next").code(), Code::kCorruption);
+  }
+}
+
+TEST_F(RocksDbStoreTest, CorruptedMetadataFailsTheOpen) {
+  {
+    STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
+    STORE_ASSERT_OK_AND_ASSIGN(Epoch e, store->BeginIncarnation(6));
+    STORE_ASSERT_OK(store->Append(6, e, Records(6, 1, 1)));
+  }
+  {
+    RawDb raw(path_);
+    ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
+    ASSERT_TRUE(raw.Put(RawDb::kMeta, layout::EpochsKey(6), "junk").ok());
+  }
+  auto store = Open();
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), Code::kCorruption) << store.status().ToString();
+  EXPECT_THAT(std::string(store.status().message()), HasSubstr("worker 6"));
+}
+
+TEST_F(RocksDbStoreTest, PathThatIsARegularFileIsAnIOError) {
+  { std::ofstream(path_) << "not a database"; }
+  auto store = Open();
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), Code::kIOError) << store.status().ToString();
+  EXPECT_THAT(std::string(store.status().message()), HasSubstr(path_));
+}
+
+TEST_F(RocksDbStoreTest, MissingStoreWithoutCreateIfMissingIsAnIOError) {
+  RocksDbStoreOptions options;
+  options.create_if_missing = false;
+  auto store = Open(options);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), Code::kIOError) << store.status().ToString();
+  EXPECT_THAT(std::string(store.status().message()), HasSubstr(path_));
+}
+
+}  // namespace
+}  // namespace lstash

@@ -1,0 +1,851 @@
+// Tests of the wire/storage codec: round trips, the exact byte layout, and
+// rejection of every kind of malformed input without crashing or allocating
+// what a hostile length asks for.
+#include "wire/format.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace lstash::wire {
+namespace {
+
+using namespace std::string_literals;
+
+// Little-endian byte builder, independent of the encoder under test.
+class ByteBuilder {
+ public:
+  ByteBuilder& U8(std::uint8_t v) {
+    bytes_.push_back(static_cast<char>(v));
+    return *this;
+  }
+  ByteBuilder& U16(std::uint16_t v) { return Le(v, 2); }
+  ByteBuilder& U32(std::uint32_t v) { return Le(v, 4); }
+  ByteBuilder& U64(std::uint64_t v) { return Le(v, 8); }
+  ByteBuilder& Raw(std::string_view s) {
+    bytes_.append(s);
+    return *this;
+  }
+  ByteBuilder& Str(std::string_view s) { return U64(s.size()).Raw(s); }
+  // magic, version, archive byte-order flag
+  ByteBuilder& RecordHeader(std::uint32_t magic, std::uint16_t version = kFormatVersion) {
+    return U32(magic).U16(version).U8(1);
+  }
+  ByteBuilder& Header(FrameKind kind, WorkerId sender, Epoch sender_epoch, LogIndex start, WorkerId dest,
+                      Epoch dest_epoch) {
+    return U8(static_cast<std::uint8_t>(kind)).U32(sender).U64(sender_epoch).U64(start).U32(dest).U64(dest_epoch);
+  }
+  const std::string& bytes() const { return bytes_; }
+
+ private:
+  ByteBuilder& Le(std::uint64_t v, int n) {
+    for (int i = 0; i < n; ++i) bytes_.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+    return *this;
+  }
+  std::string bytes_;
+};
+
+LogEntry ExecuteEntry() {
+  LogEntry e;
+  e.owner = 3;
+  e.epoch = 2;
+  e.index = 17;
+  e.kind = EntryKind::kExecute;
+  e.task = TaskId{5, 99};
+  e.channel_seq = 41;
+  e.start = false;
+  e.deps = {Dep{1, 1, 7}, Dep{5, 3, 1ull << 40}};
+  e.payload_inline = true;
+  e.payload = "payload\0with\xff binary"s;
+  return e;
+}
+
+LogEntry OffloadedEntry() {
+  LogEntry e;
+  e.owner = 0;
+  e.epoch = 9;
+  e.index = 1;
+  e.kind = EntryKind::kExecute;
+  e.task = TaskId{0, 0};
+  e.channel_seq = 0;
+  e.start = true;
+  e.payload_inline = false;
+  e.payload_size = 5ull << 30;
+  e.payload_digest = 0x0123456789abcdefull;
+  return e;
+}
+
+LogEntry ValueEntry(ValueKind kind, std::string value) {
+  LogEntry e;
+  e.owner = 7;
+  e.epoch = 1;
+  e.index = 1000;
+  e.kind = EntryKind::kValue;
+  e.value_kind = kind;
+  e.value = std::move(value);
+  return e;
+}
+
+std::string Encoded(const LogEntry& e) {
+  std::string out;
+  EncodeEntry(e, &out);
+  return out;
+}
+
+FrameHeader Header(FrameKind kind) {
+  FrameHeader h;
+  h.kind = kind;
+  h.sender = 4;
+  h.sender_epoch = 3;
+  h.sender_epoch_start = 120;
+  h.dest = 9;
+  h.dest_epoch = 2;
+  return h;
+}
+
+// A task frame with two entries, deps and watermarks, and its parts.
+struct TaskFrameFixture {
+  FrameHeader header = Header(FrameKind::kTask);
+  std::string payload = "task payload";
+  std::vector<Dep> deps = {Dep{2, 1, 5}, Dep{4, 3, 11}};
+  std::vector<LogEntry> entries = {ExecuteEntry(), ValueEntry(ValueKind::kNow, "12345678")};
+  std::vector<std::string> encoded_entries = {Encoded(entries[0]), Encoded(entries[1])};
+  std::vector<Watermark> watermarks = {Watermark{0, 10}, Watermark{7, 3}};
+
+  std::string Encode() const {
+    std::vector<std::string_view> views(encoded_entries.begin(), encoded_entries.end());
+    std::string out;
+    EncodeTaskFrame(header, 77, 12, payload, deps, views, watermarks, &out);
+    return out;
+  }
+};
+
+CheckpointRecord FullCheckpoint() {
+  CheckpointRecord r;
+  r.worker = 2;
+  r.epoch = 4;
+  r.at = 1234;
+  r.num_workers = 3;
+  r.next_seq = 88;
+  r.next_channel_seq = {5, 0, 9};
+  r.executed_upto = {4, 4, 0};
+  r.frontier = {Dep{0, 1, 10}, Dep{1, 2, 20}};
+  OutboxMessage m1;
+  m1.dest = 1;
+  m1.id = TaskId{2, 80};
+  m1.channel_seq = 6;
+  m1.payload = "outbox one";
+  m1.deps = {Dep{2, 4, 1230}};
+  OutboxMessage m2;
+  m2.dest = 0;
+  m2.id = TaskId{2, 81};
+  m2.channel_seq = 5;
+  r.outbox = {m1, m2};
+  r.snapshot = "engine\0snapshot"s;
+  return r;
+}
+
+std::string EncodedCheckpoint(const CheckpointRecord& r) {
+  std::string out;
+  EncodeCheckpoint(r, &out);
+  return out;
+}
+
+std::string EncodedEpochs(const std::vector<EpochRecord>& epochs) {
+  std::string out;
+  EncodeEpochs(epochs, &out);
+  return out;
+}
+
+std::string EncodedIndex(LogIndex index) {
+  std::string out;
+  EncodeIndex(index, &out);
+  return out;
+}
+
+std::string EncodedMarker() {
+  std::string out;
+  EncodeFormatMarker(&out);
+  return out;
+}
+
+void ExpectEntriesEqual(const std::vector<EpochRecord>& a, const std::vector<EpochRecord>& b) {
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].epoch, b[i].epoch) << i;
+    EXPECT_EQ(a[i].start, b[i].start) << i;
+  }
+}
+
+// Every decoder, each reading into its own scratch output.
+struct NamedDecoder {
+  std::string name;
+  std::function<Status(std::string_view)> decode;
+};
+
+std::vector<NamedDecoder> AllDecoders() {
+  return {
+      {"entry", [](std::string_view b) { LogEntry e; return DecodeEntry(b, &e); }},
+      {"frame", [](std::string_view b) { DecodedFrame f; return DecodeFrame(b, &f); }},
+      {"checkpoint", [](std::string_view b) { CheckpointRecord c; return DecodeCheckpoint(b, &c); }},
+      {"epochs", [](std::string_view b) { std::vector<EpochRecord> e; return DecodeEpochs(b, &e); }},
+      {"index", [](std::string_view b) { LogIndex i = 0; return DecodeIndex(b, &i); }},
+      {"marker", [](std::string_view b) { return CheckFormatMarker(b); }},
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Round trips
+
+TEST(WireEntryTest, RoundTripsEveryKind) {
+  const std::vector<LogEntry> entries = {
+      ExecuteEntry(),
+      OffloadedEntry(),
+      ValueEntry(ValueKind::kRandom, "\x01\x02\x03\x04\x05\x06\x07\x08"),
+      ValueEntry(ValueKind::kNow, std::string(8, '\0')),
+      ValueEntry(ValueKind::kChoice, ""),
+      ValueEntry(ValueKind::kChoice, std::string(100000, 'x')),
+      LogEntry{},  // all defaults: an inline execute entry with nothing in it
+  };
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    SCOPED_TRACE(i);
+    const std::string bytes = Encoded(entries[i]);
+    LogEntry decoded;
+    ASSERT_TRUE(DecodeEntry(bytes, &decoded).ok()) << DecodeEntry(bytes, &decoded).ToString();
+    EXPECT_EQ(decoded, entries[i]);
+  }
+}
+
+TEST(WireEntryTest, DecodingIntoAUsedEntryLeavesNothingBehind) {
+  LogEntry reused = ExecuteEntry();
+  const LogEntry value = ValueEntry(ValueKind::kNow, "now");
+  ASSERT_TRUE(DecodeEntry(Encoded(value), &reused).ok());
+  EXPECT_EQ(reused, value);
+  const LogEntry offloaded = OffloadedEntry();
+  ASSERT_TRUE(DecodeEntry(Encoded(offloaded), &reused).ok());
+  EXPECT_EQ(reused, offloaded);
+  const LogEntry execute = ExecuteEntry();
+  ASSERT_TRUE(DecodeEntry(Encoded(execute), &reused).ok());
+  EXPECT_EQ(reused, execute);
+}
+
+TEST(WireEntryTest, EncoderReplacesOutput) {
+  std::string out = "stale bytes that must go";
+  EncodeEntry(ValueEntry(ValueKind::kNow, "v"), &out);
+  EXPECT_EQ(out, Encoded(ValueEntry(ValueKind::kNow, "v")));
+}
+
+// Pins the byte layout: a change here breaks every stored log and every
+// peer running the previous build.
+TEST(WireEntryTest, ValueEntryLayoutIsStable) {
+  const std::string expected = ByteBuilder()
+                                   .RecordHeader(kEntryMagic)
+                                   .U32(7)
+                                   .U64(1)
+                                   .U64(1000)
+                                   .U8(2)  // kValue
+                                   .U8(3)  // kChoice
+                                   .Str("abc")
+                                   .bytes();
+  EXPECT_EQ(Encoded(ValueEntry(ValueKind::kChoice, "abc")), expected);
+  EXPECT_EQ(expected.substr(0, 7), "\x4e\x45\x53\x4c\x01\x00\x01"s);
+}
+
+TEST(WireEntryTest, ExecuteEntryLayoutIsStable) {
+  LogEntry e;
+  e.owner = 1;
+  e.epoch = 2;
+  e.index = 3;
+  e.task = TaskId{4, 5};
+  e.channel_seq = 6;
+  e.start = true;
+  e.deps = {Dep{7, 8, 9}};
+  e.payload = "p";
+  const std::string expected = ByteBuilder()
+                                   .RecordHeader(kEntryMagic)
+                                   .U32(1)
+                                   .U64(2)
+                                   .U64(3)
+                                   .U8(1)  // kExecute
+                                   .U32(4)
+                                   .U64(5)
+                                   .U64(6)
+                                   .U8(3)  // start | payload_inline
+                                   .U32(1)
+                                   .U32(7)
+                                   .U64(8)
+                                   .U64(9)
+                                   .Str("p")
+                                   .bytes();
+  EXPECT_EQ(Encoded(e), expected);
+}
+
+TEST(WireFrameTest, TaskFrameRoundTripsWithEntriesDepsAndWatermarks) {
+  TaskFrameFixture f;
+  const std::string bytes = f.Encode();
+  DecodedFrame d;
+  const Status s = DecodeFrame(bytes, &d);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(d.header, f.header);
+  EXPECT_EQ(d.seq, 77u);
+  EXPECT_EQ(d.channel_seq, 12u);
+  EXPECT_EQ(d.payload, f.payload);
+  EXPECT_EQ(d.deps, f.deps);
+  EXPECT_EQ(d.watermarks, f.watermarks);
+  ASSERT_EQ(d.entries.size(), 2u);
+  for (std::size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(d.entries[i].entry, f.entries[i]) << i;
+    EXPECT_EQ(d.entries[i].bytes, f.encoded_entries[i]) << i;
+  }
+  EXPECT_EQ(d.delivered, 0u);
+  EXPECT_EQ(d.released, 0u);
+}
+
+TEST(WireFrameTest, BareTaskFrameRoundTrips) {
+  std::string bytes;
+  EncodeTaskFrame(Header(FrameKind::kTask), 1, 1, "", {}, {}, {}, &bytes);
+  DecodedFrame d;
+  ASSERT_TRUE(DecodeFrame(bytes, &d).ok());
+  EXPECT_EQ(d.header, Header(FrameKind::kTask));
+  EXPECT_EQ(d.seq, 1u);
+  EXPECT_EQ(d.channel_seq, 1u);
+  EXPECT_TRUE(d.payload.empty());
+  EXPECT_TRUE(d.deps.empty());
+  EXPECT_TRUE(d.entries.empty());
+  EXPECT_TRUE(d.watermarks.empty());
+}
+
+TEST(WireFrameTest, EncoderSetsTheFrameKind) {
+  std::string bytes;
+  EncodeTaskFrame(Header(FrameKind::kAck), 1, 1, "x", {}, {}, {}, &bytes);
+  DecodedFrame d;
+  ASSERT_TRUE(DecodeFrame(bytes, &d).ok());
+  EXPECT_EQ(d.header.kind, FrameKind::kTask);
+  EXPECT_EQ(d.payload, "x");
+}
+
+TEST(WireFrameTest, AckFrameRoundTrips) {
+  const std::vector<Watermark> watermarks = {Watermark{1, 100}, Watermark{2, 0}, Watermark{3, ~0ull}};
+  for (bool with_watermarks : {false, true}) {
+    SCOPED_TRACE(with_watermarks);
+    std::string bytes;
+    std::span<const Watermark> w = with_watermarks ? std::span<const Watermark>(watermarks) : std::span<const Watermark>();
+    EncodeAckFrame(Header(FrameKind::kAck), 55, 50, w, &bytes);
+    DecodedFrame d;
+    ASSERT_TRUE(DecodeFrame(bytes, &d).ok());
+    EXPECT_EQ(d.header, Header(FrameKind::kAck));
+    EXPECT_EQ(d.delivered, 55u);
+    EXPECT_EQ(d.released, 50u);
+    EXPECT_EQ(d.watermarks, std::vector<Watermark>(w.begin(), w.end()));
+    EXPECT_TRUE(d.entries.empty());
+    EXPECT_TRUE(d.payload.empty());
+  }
+}
+
+TEST(WireFrameTest, RecoveryReplyFrameRoundTrips) {
+  const std::vector<LogEntry> entries = {ExecuteEntry(), OffloadedEntry(), ValueEntry(ValueKind::kRandom, "r")};
+  std::vector<std::string> encoded;
+  for (const LogEntry& e : entries) encoded.push_back(Encoded(e));
+  const std::vector<std::string_view> views(encoded.begin(), encoded.end());
+  for (std::size_t n : {std::size_t{0}, entries.size()}) {
+    SCOPED_TRACE(n);
+    std::string bytes;
+    EncodeRecoveryReplyFrame(Header(FrameKind::kRecoveryReply), 8, 6, std::span(views).first(n), &bytes);
+    DecodedFrame d;
+    ASSERT_TRUE(DecodeFrame(bytes, &d).ok());
+    EXPECT_EQ(d.header, Header(FrameKind::kRecoveryReply));
+    EXPECT_EQ(d.delivered, 8u);
+    EXPECT_EQ(d.released, 6u);
+    ASSERT_EQ(d.entries.size(), n);
+    for (std::size_t i = 0; i < n; ++i) {
+      EXPECT_EQ(d.entries[i].entry, entries[i]);
+      EXPECT_EQ(d.entries[i].bytes, encoded[i]);
+    }
+  }
+}
+
+TEST(WireFrameTest, HeaderOnlyFramesRoundTrip) {
+  for (FrameKind kind : {FrameKind::kRecoveryRequest, FrameKind::kEpochNotice}) {
+    std::string bytes;
+    EncodeHeaderOnlyFrame(Header(kind), &bytes);
+    DecodedFrame d;
+    ASSERT_TRUE(DecodeFrame(bytes, &d).ok());
+    EXPECT_EQ(d.header, Header(kind));
+  }
+}
+
+TEST(WireFrameTest, DecodingIntoAUsedFrameLeavesNothingBehind) {
+  DecodedFrame d;
+  ASSERT_TRUE(DecodeFrame(TaskFrameFixture().Encode(), &d).ok());
+  std::string ack;
+  EncodeAckFrame(Header(FrameKind::kAck), 3, 2, {}, &ack);
+  ASSERT_TRUE(DecodeFrame(ack, &d).ok());
+  EXPECT_EQ(d.header.kind, FrameKind::kAck);
+  EXPECT_EQ(d.seq, 0u);
+  EXPECT_EQ(d.channel_seq, 0u);
+  EXPECT_TRUE(d.payload.empty());
+  EXPECT_TRUE(d.deps.empty());
+  EXPECT_TRUE(d.entries.empty());
+  EXPECT_TRUE(d.watermarks.empty());
+  EXPECT_EQ(d.delivered, 3u);
+
+  // Fewer entries than last time: the extra ones go.
+  ASSERT_TRUE(DecodeFrame(TaskFrameFixture().Encode(), &d).ok());
+  const std::string one = Encoded(ValueEntry(ValueKind::kNow, "t"));
+  const std::string_view views[] = {one};
+  std::string reply;
+  EncodeRecoveryReplyFrame(Header(FrameKind::kRecoveryReply), 0, 0, views, &reply);
+  ASSERT_TRUE(DecodeFrame(reply, &d).ok());
+  ASSERT_EQ(d.entries.size(), 1u);
+  EXPECT_EQ(d.entries[0].entry, ValueEntry(ValueKind::kNow, "t"));
+  EXPECT_EQ(d.entries[0].bytes, one);
+  EXPECT_TRUE(d.payload.empty());
+  EXPECT_TRUE(d.deps.empty());
+}
+
+TEST(WireCheckpointTest, RoundTrips) {
+  for (const CheckpointRecord& r : {CheckpointRecord{}, FullCheckpoint()}) {
+    CheckpointRecord decoded;
+    decoded.snapshot = "leftover";
+    const Status s = DecodeCheckpoint(EncodedCheckpoint(r), &decoded);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    EXPECT_EQ(decoded, r);
+  }
+}
+
+TEST(WireMetaTest, EpochsRoundTrip) {
+  for (const std::vector<EpochRecord>& epochs :
+       {std::vector<EpochRecord>{}, std::vector<EpochRecord>{{1, 1}, {2, 0}, {3, 1ull << 50}}}) {
+    std::vector<EpochRecord> decoded = {{9, 9}};
+    ASSERT_TRUE(DecodeEpochs(EncodedEpochs(epochs), &decoded).ok());
+    ExpectEntriesEqual(decoded, epochs);
+  }
+}
+
+TEST(WireMetaTest, IndexRoundTrips) {
+  for (LogIndex index : {LogIndex{0}, LogIndex{1}, LogIndex{123456789}, ~LogIndex{0}}) {
+    LogIndex decoded = 42;
+    ASSERT_TRUE(DecodeIndex(EncodedIndex(index), &decoded).ok());
+    EXPECT_EQ(decoded, index);
+  }
+}
+
+TEST(WireMetaTest, FormatMarkerIsMagicAndVersionOnly) {
+  const std::string marker = EncodedMarker();
+  EXPECT_EQ(marker, ByteBuilder().U32(kMetaMagic).U16(kFormatVersion).bytes());
+  EXPECT_TRUE(CheckFormatMarker(marker).ok());
+}
+
+TEST(WireMetaTest, FormatMarkerOfAnotherVersionIsFailedPrecondition) {
+  const Status s = CheckFormatMarker(ByteBuilder().U32(kMetaMagic).U16(2).bytes());
+  EXPECT_EQ(s.code(), Code::kFailedPrecondition);
+  EXPECT_EQ(s.message(), "store format version 2 is not supported (this build reads version 1)");
+  // A future marker may be longer; the version still decides.
+  EXPECT_EQ(CheckFormatMarker(ByteBuilder().U32(kMetaMagic).U16(7).Raw("more").bytes()).code(),
+            Code::kFailedPrecondition);
+}
+
+TEST(WireMetaTest, BadFormatMarkersAreCorruption) {
+  EXPECT_EQ(CheckFormatMarker("").code(), Code::kCorruption);
+  EXPECT_EQ(CheckFormatMarker(EncodedMarker().substr(0, 5)).code(), Code::kCorruption);
+  EXPECT_EQ(CheckFormatMarker(EncodedMarker() + "x").code(), Code::kCorruption);
+  const Status wrong_magic = CheckFormatMarker(ByteBuilder().U32(kEntryMagic).U16(1).bytes());
+  EXPECT_EQ(wrong_magic.code(), Code::kCorruption);
+  EXPECT_NE(wrong_magic.message().find("0x4c53454e"), std::string_view::npos) << wrong_magic.ToString();
+  EXPECT_NE(wrong_magic.message().find("0x4c534d54"), std::string_view::npos) << wrong_magic.ToString();
+  // Other metadata records share the magic but are not markers.
+  EXPECT_EQ(CheckFormatMarker(EncodedIndex(5)).code(), Code::kCorruption);
+}
+
+TEST(WireMetaTest, EpochsAndIndexRecordsAreNotMistakenForEachOther) {
+  std::vector<EpochRecord> epochs;
+  const Status s = DecodeEpochs(EncodedIndex(5), &epochs);
+  EXPECT_EQ(s.code(), Code::kCorruption);
+  EXPECT_NE(s.message().find("index record"), std::string_view::npos) << s.ToString();
+  LogIndex index = 0;
+  EXPECT_EQ(DecodeIndex(EncodedEpochs({{1, 1}}), &index).code(), Code::kCorruption);
+  EXPECT_EQ(DecodeIndex(ByteBuilder().RecordHeader(kMetaMagic).U8(9).U64(1).bytes(), &index).code(),
+            Code::kCorruption);
+}
+
+TEST(WireDigestTest, IsXxh3) {
+  EXPECT_EQ(Digest(""), 0x2d06800538d394c2ull);  // XXH3_64bits of no bytes
+  EXPECT_EQ(Digest("abc"), Digest("abc"));
+  EXPECT_NE(Digest("abc"), Digest("abd"));
+}
+
+// ---------------------------------------------------------------------------
+// Rejection of malformed input
+
+// Valid records of every type, each with the decoder that reads it.
+std::vector<std::pair<std::string, NamedDecoder>> ValidRecords() {
+  const auto decoders = AllDecoders();
+  const auto by_name = [&](std::string_view name) {
+    for (const NamedDecoder& d : decoders) {
+      if (d.name == name) return d;
+    }
+    ADD_FAILURE() << name;
+    return decoders[0];
+  };
+  std::string ack;
+  const std::vector<Watermark> watermarks = {Watermark{1, 2}};
+  EncodeAckFrame(Header(FrameKind::kAck), 5, 4, watermarks, &ack);
+  std::string notice;
+  EncodeHeaderOnlyFrame(Header(FrameKind::kEpochNotice), &notice);
+  const std::string entries[] = {Encoded(ExecuteEntry()), Encoded(OffloadedEntry())};
+  const std::string_view entry_views[] = {entries[0], entries[1]};
+  std::string reply;
+  EncodeRecoveryReplyFrame(Header(FrameKind::kRecoveryReply), 1, 1, entry_views, &reply);
+  return {
+      {Encoded(ExecuteEntry()), by_name("entry")},
+      {Encoded(OffloadedEntry()), by_name("entry")},
+      {Encoded(ValueEntry(ValueKind::kChoice, "")), by_name("entry")},
+      {TaskFrameFixture().Encode(), by_name("frame")},
+      {ack, by_name("frame")},
+      {reply, by_name("frame")},
+      {notice, by_name("frame")},
+      {EncodedCheckpoint(FullCheckpoint()), by_name("checkpoint")},
+      {EncodedCheckpoint(CheckpointRecord{}), by_name("checkpoint")},
+      {EncodedEpochs({{1, 1}, {2, 5}}), by_name("epochs")},
+      {EncodedIndex(77), by_name("index")},
+      {EncodedMarker(), by_name("marker")},
+  };
+}
+
+TEST(WireRejectTest, ValidRecordsDecode) {
+  for (const auto& [bytes, decoder] : ValidRecords()) {
+    const Status s = decoder.decode(bytes);
+    EXPECT_TRUE(s.ok()) << decoder.name << ": " << s.ToString();
+  }
+}
+
+TEST(WireRejectTest, TruncationAtEveryOffsetIsCorruption) {
+  for (const auto& [bytes, decoder] : ValidRecords()) {
+    for (std::size_t length = 0; length < bytes.size(); ++length) {
+      // A fresh copy of exactly `length` bytes, so reading past it is caught
+      // by the address sanitizer too.
+      const std::string prefix = bytes.substr(0, length);
+      const Status s = decoder.decode(prefix);
+      EXPECT_EQ(s.code(), Code::kCorruption)
+          << decoder.name << " truncated to " << length << " of " << bytes.size() << ": " << s.ToString();
+    }
+  }
+}
+
+TEST(WireRejectTest, TruncationMessageSaysWhere) {
+  const std::string bytes = Encoded(ValueEntry(ValueKind::kNow, ""));
+  LogEntry e;
+  // Cut inside the epoch field (offset 11, 8 bytes wide).
+  const Status s = DecodeEntry(std::string_view(bytes).substr(0, 14), &e);
+  EXPECT_EQ(s.code(), Code::kCorruption);
+  EXPECT_EQ(s.message(), "entry: truncated: needs 8 bytes at offset 11 but only 3 remain");
+}
+
+TEST(WireRejectTest, TrailingBytesAreCorruption) {
+  for (const auto& [bytes, decoder] : ValidRecords()) {
+    const Status s = decoder.decode(bytes + '\0');
+    EXPECT_EQ(s.code(), Code::kCorruption) << decoder.name << ": " << s.ToString();
+    EXPECT_NE(s.message().find("trailing"), std::string_view::npos) << s.ToString();
+  }
+}
+
+TEST(WireRejectTest, BadMagicIsCorruptionNamingBoth) {
+  LogEntry e;
+  DecodedFrame f;
+  CheckpointRecord c;
+  // An entry handed to the frame decoder and vice versa.
+  const Status frame_from_entry = DecodeFrame(Encoded(ExecuteEntry()), &f);
+  EXPECT_EQ(frame_from_entry.code(), Code::kCorruption);
+  EXPECT_EQ(frame_from_entry.message(),
+            "frame: bad magic 0x4c53454e (log entry); expected 0x4c534652 (frame)");
+  EXPECT_EQ(DecodeEntry(TaskFrameFixture().Encode(), &e).code(), Code::kCorruption);
+  EXPECT_EQ(DecodeCheckpoint(EncodedIndex(1), &c).code(), Code::kCorruption);
+
+  std::string garbage = Encoded(ExecuteEntry());
+  garbage[0] = 'Z';
+  const Status s = DecodeEntry(garbage, &e);
+  EXPECT_EQ(s.code(), Code::kCorruption);
+  EXPECT_NE(s.message().find("0x4c53455a"), std::string_view::npos) << s.ToString();
+  EXPECT_NE(s.message().find("expected 0x4c53454e"), std::string_view::npos) << s.ToString();
+}
+
+TEST(WireRejectTest, UnknownVersionIsFailedPreconditionNamingBoth) {
+  for (auto [bytes, decoder] : ValidRecords()) {
+    bytes[4] = 2;  // version, low byte
+    const Status s = decoder.decode(bytes);
+    EXPECT_EQ(s.code(), Code::kFailedPrecondition) << decoder.name << ": " << s.ToString();
+    EXPECT_NE(s.message().find("version 2"), std::string_view::npos) << s.ToString();
+    EXPECT_NE(s.message().find("version 1"), std::string_view::npos) << s.ToString();
+  }
+  LogEntry e;
+  const Status s = DecodeEntry(ByteBuilder().RecordHeader(kEntryMagic, 0x0100).bytes(), &e);
+  EXPECT_EQ(s.message(), "entry: format version 256 is not supported (this build reads version 1)");
+}
+
+TEST(WireRejectTest, BadByteOrderFlagIsCorruption) {
+  for (std::uint8_t flag : {0, 2, 255}) {
+    std::string bytes = Encoded(ExecuteEntry());
+    bytes[6] = static_cast<char>(flag);
+    LogEntry e;
+    const Status s = DecodeEntry(bytes, &e);
+    EXPECT_EQ(s.code(), Code::kCorruption) << s.ToString();
+    EXPECT_NE(s.message().find("byte-order flag"), std::string_view::npos) << s.ToString();
+  }
+}
+
+// Offsets in an encoded entry: 7-byte record header, owner u32, epoch u64,
+// index u64, then the kind.
+constexpr std::size_t kEntryKindOffset = 7 + 4 + 8 + 8;
+constexpr std::size_t kValueKindOffset = kEntryKindOffset + 1;
+constexpr std::size_t kEntryFlagsOffset = kEntryKindOffset + 1 + 4 + 8 + 8;
+constexpr std::size_t kFrameKindOffset = 7;
+
+TEST(WireRejectTest, UnknownEntryKindIsCorruption) {
+  for (std::uint8_t kind : {0, 3, 255}) {
+    std::string bytes = Encoded(ExecuteEntry());
+    ASSERT_EQ(bytes[kEntryKindOffset], 1);
+    bytes[kEntryKindOffset] = static_cast<char>(kind);
+    LogEntry e;
+    const Status s = DecodeEntry(bytes, &e);
+    EXPECT_EQ(s.code(), Code::kCorruption);
+    EXPECT_EQ(s.message(), "entry: unknown entry kind " + std::to_string(kind));
+  }
+}
+
+TEST(WireRejectTest, UnknownValueKindIsCorruption) {
+  for (std::uint8_t kind : {0, 4, 200}) {
+    std::string bytes = Encoded(ValueEntry(ValueKind::kNow, "x"));
+    ASSERT_EQ(bytes[kValueKindOffset], 2);
+    bytes[kValueKindOffset] = static_cast<char>(kind);
+    LogEntry e;
+    const Status s = DecodeEntry(bytes, &e);
+    EXPECT_EQ(s.code(), Code::kCorruption);
+    EXPECT_EQ(s.message(), "entry: unknown value kind " + std::to_string(kind));
+  }
+}
+
+TEST(WireRejectTest, UnknownEntryFlagsAreCorruption) {
+  std::string bytes = Encoded(ExecuteEntry());
+  ASSERT_EQ(bytes[kEntryFlagsOffset], 2);  // payload_inline
+  bytes[kEntryFlagsOffset] = 2 | 8;
+  LogEntry e;
+  const Status s = DecodeEntry(bytes, &e);
+  EXPECT_EQ(s.code(), Code::kCorruption);
+  EXPECT_EQ(s.message(), "entry: unknown entry flags 10");
+}
+
+TEST(WireRejectTest, UnknownFrameKindIsCorruption) {
+  for (std::uint8_t kind : {0, 6, 255}) {
+    std::string bytes;
+    EncodeHeaderOnlyFrame(Header(FrameKind::kEpochNotice), &bytes);
+    bytes[kFrameKindOffset] = static_cast<char>(kind);
+    DecodedFrame f;
+    const Status s = DecodeFrame(bytes, &f);
+    EXPECT_EQ(s.code(), Code::kCorruption);
+    EXPECT_EQ(s.message(), "frame: unknown frame kind " + std::to_string(kind));
+  }
+}
+
+// The start of a hand-made task frame, up to its payload length.
+ByteBuilder TaskFrameStart() {
+  return std::move(
+      ByteBuilder().RecordHeader(kFrameMagic).Header(FrameKind::kTask, 1, 1, 1, 2, 1).U64(5).U64(6));
+}
+
+// Hostile lengths must be refused before anything is sized by them; the
+// decoded output's capacity shows nothing large was allocated.
+constexpr std::size_t kSmallAllocation = 1 << 20;
+
+template <typename Fn>
+double Seconds(Fn&& fn) {
+  const auto start = std::chrono::steady_clock::now();
+  fn();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+TEST(WireRejectTest, FrameClaimingAHugePayloadIsRejectedWithoutAllocating) {
+  const std::string bytes = TaskFrameStart().U64(0xffffffffull).Raw(std::string(12, 'p')).bytes();
+  DecodedFrame f;
+  Status s;
+  EXPECT_LT(Seconds([&] { s = DecodeFrame(bytes, &f); }), 0.5);
+  EXPECT_EQ(s.code(), Code::kCorruption);
+  EXPECT_EQ(s.message(), "frame: payload length 4294967295 exceeds the 12 bytes remaining");
+  EXPECT_LT(f.payload.capacity(), kSmallAllocation);
+
+  const std::string huge = TaskFrameStart().U64(~0ull).bytes();
+  EXPECT_EQ(DecodeFrame(huge, &f).code(), Code::kCorruption);
+  EXPECT_LT(f.payload.capacity(), kSmallAllocation);
+}
+
+TEST(WireRejectTest, FrameClaimingHugeCountsIsRejectedWithoutAllocating) {
+  DecodedFrame f;
+  Status s;
+  const std::string deps = TaskFrameStart().U64(0).U32(0xffffffffu).Raw(std::string(12, 'd')).bytes();
+  EXPECT_LT(Seconds([&] { s = DecodeFrame(deps, &f); }), 0.5);
+  EXPECT_EQ(s.code(), Code::kCorruption);
+  EXPECT_EQ(s.message(), "frame: deps count 4294967295 needs at least 85899345900 bytes but only 12 remain");
+  EXPECT_LT(f.deps.capacity() * sizeof(Dep), kSmallAllocation);
+
+  const std::string entries = TaskFrameStart().U64(0).U32(0).U32(0xffffffffu).Raw(std::string(40, 'e')).bytes();
+  EXPECT_LT(Seconds([&] { s = DecodeFrame(entries, &f); }), 0.5);
+  EXPECT_EQ(s.code(), Code::kCorruption);
+  EXPECT_NE(s.message().find("entries count 4294967295"), std::string_view::npos) << s.ToString();
+  EXPECT_LT(f.entries.capacity() * sizeof(WireEntry), kSmallAllocation);
+
+  const std::string watermarks = TaskFrameStart().U64(0).U32(0).U32(0).U32(0xffffffffu).bytes();
+  EXPECT_EQ(DecodeFrame(watermarks, &f).code(), Code::kCorruption);
+  EXPECT_LT(f.watermarks.capacity() * sizeof(Watermark), kSmallAllocation);
+
+  // A count that would fit only if elements were smaller than they are.
+  const std::string tight = TaskFrameStart().U64(0).U32(2).Raw(std::string(39, 'd')).bytes();
+  s = DecodeFrame(tight, &f);
+  EXPECT_EQ(s.message(), "frame: deps count 2 needs at least 40 bytes but only 39 remain");
+}
+
+TEST(WireRejectTest, OtherRecordsClaimingHugeSizesAreRejectedWithoutAllocating) {
+  const auto checkpoint_start = [] {
+    return std::move(ByteBuilder().RecordHeader(kCheckpointMagic).U32(0).U64(1).U64(2).U32(3).U64(4));
+  };
+  CheckpointRecord c;
+  EXPECT_EQ(DecodeCheckpoint(checkpoint_start().U32(0xffffffffu).bytes(), &c).code(), Code::kCorruption);
+  EXPECT_LT(c.next_channel_seq.capacity() * 8, kSmallAllocation);
+  const Status snapshot =
+      DecodeCheckpoint(checkpoint_start().U32(0).U32(0).U32(0).U32(0).U64(1ull << 63).Raw("abc").bytes(), &c);
+  EXPECT_EQ(snapshot.code(), Code::kCorruption);
+  EXPECT_EQ(snapshot.message(), "checkpoint: snapshot length 9223372036854775808 exceeds the 3 bytes remaining");
+  EXPECT_LT(c.snapshot.capacity(), kSmallAllocation);
+  EXPECT_EQ(DecodeCheckpoint(checkpoint_start().U32(0).U32(0).U32(0).U32(0xffffffffu).bytes(), &c).code(),
+            Code::kCorruption);
+  EXPECT_LT(c.outbox.capacity() * sizeof(OutboxMessage), kSmallAllocation);
+
+  std::vector<EpochRecord> epochs;
+  EXPECT_EQ(DecodeEpochs(ByteBuilder().RecordHeader(kMetaMagic).U8(1).U32(0xffffffffu).bytes(), &epochs).code(),
+            Code::kCorruption);
+  EXPECT_LT(epochs.capacity() * sizeof(EpochRecord), kSmallAllocation);
+
+  LogEntry e;
+  const std::string value =
+      ByteBuilder().RecordHeader(kEntryMagic).U32(1).U64(1).U64(1).U8(2).U8(1).U64(0xffffffffull).bytes();
+  EXPECT_EQ(DecodeEntry(value, &e).code(), Code::kCorruption);
+  EXPECT_LT(e.value.capacity(), kSmallAllocation);
+}
+
+TEST(WireRejectTest, CorruptNestedEntryRejectsTheWholeFrame) {
+  TaskFrameFixture fixture;
+  const std::string good = fixture.Encode();
+  const std::size_t second = good.find(fixture.encoded_entries[1]);
+  ASSERT_NE(second, std::string::npos);
+  DecodedFrame f;
+
+  std::string bad_magic = good;
+  bad_magic[second] ^= 0x01;
+  Status s = DecodeFrame(bad_magic, &f);
+  EXPECT_EQ(s.code(), Code::kCorruption);
+  EXPECT_EQ(s.message().substr(0, 25), "frame: entry 1 of 2: bad ") << s.ToString();
+
+  std::string bad_kind = good;
+  bad_kind[second + kEntryKindOffset] = 9;
+  s = DecodeFrame(bad_kind, &f);
+  EXPECT_EQ(s.code(), Code::kCorruption);
+  EXPECT_EQ(s.message(), "frame: entry 1 of 2: unknown entry kind 9");
+
+  std::string new_version = good;
+  new_version[second + 4] = 2;
+  s = DecodeFrame(new_version, &f);
+  EXPECT_EQ(s.code(), Code::kFailedPrecondition) << s.ToString();
+}
+
+TEST(WireRejectTest, NestedEntryMustFillExactlyItsLength) {
+  const std::string entry = Encoded(ValueEntry(ValueKind::kNow, "12345678"));
+  const auto frame = [&](std::uint64_t length, std::string_view body) {
+    return TaskFrameStart().U64(0).U32(0).U32(1).U64(length).Raw(body).U32(0).bytes();
+  };
+  DecodedFrame f;
+  ASSERT_TRUE(DecodeFrame(frame(entry.size(), entry), &f).ok());
+  ASSERT_EQ(f.entries.size(), 1u);
+  EXPECT_EQ(f.entries[0].bytes, entry);
+
+  // Length one longer than the entry: the entry has a trailing byte.
+  Status s = DecodeFrame(frame(entry.size() + 1, entry + 'x'), &f);
+  EXPECT_EQ(s.code(), Code::kCorruption);
+  EXPECT_EQ(s.message(), "frame: entry 0 of 1: 1 trailing bytes after the record");
+
+  // Length one shorter: the entry must not read past its length into the frame.
+  s = DecodeFrame(frame(entry.size() - 1, entry), &f);
+  EXPECT_EQ(s.code(), Code::kCorruption);
+  EXPECT_EQ(s.message(), "frame: entry 0 of 1: value length 8 exceeds the 7 bytes remaining");
+}
+
+// Re-encodes a decoded frame with the encoder for its kind.
+std::string Reencode(const DecodedFrame& f) {
+  std::vector<std::string_view> entries;
+  for (const WireEntry& e : f.entries) entries.push_back(e.bytes);
+  std::string out;
+  switch (f.header.kind) {
+    case FrameKind::kTask:
+      EncodeTaskFrame(f.header, f.seq, f.channel_seq, f.payload, f.deps, entries, f.watermarks, &out);
+      break;
+    case FrameKind::kAck:
+      EncodeAckFrame(f.header, f.delivered, f.released, f.watermarks, &out);
+      break;
+    case FrameKind::kRecoveryReply:
+      EncodeRecoveryReplyFrame(f.header, f.delivered, f.released, entries, &out);
+      break;
+    case FrameKind::kRecoveryRequest:
+    case FrameKind::kEpochNotice:
+      EncodeHeaderOnlyFrame(f.header, &out);
+      break;
+  }
+  return out;
+}
+
+// Flipped bytes either decode to a value whose encoding is exactly the input
+// (there is no checksum: a flip inside a payload is a different valid
+// record), or are rejected as corrupt or of an unknown version.
+TEST(WireRejectTest, RandomByteFlipsNeverCrash) {
+  constexpr std::uint32_t kFirstSeed = 20240601;
+  constexpr int kSeeds = 3000;
+  const auto records = ValidRecords();
+  const auto decoders = AllDecoders();
+  int rejected = 0;
+  for (int i = 0; i < kSeeds; ++i) {
+    const std::uint32_t seed = kFirstSeed + static_cast<std::uint32_t>(i);
+    std::mt19937 rng(seed);
+    std::string bytes = records[rng() % records.size()].first;
+    const int flips = 1 + static_cast<int>(rng() % 4);
+    for (int k = 0; k < flips; ++k) bytes[rng() % bytes.size()] ^= static_cast<char>(1 + rng() % 255);
+    for (const NamedDecoder& d : decoders) {
+      const Status s = d.decode(bytes);
+      ASSERT_TRUE(s.ok() || s.code() == Code::kCorruption || s.code() == Code::kFailedPrecondition)
+          << "seed " << seed << ", " << d.name << ": " << s.ToString();
+      if (!s.ok()) ++rejected;
+    }
+    LogEntry entry;
+    if (DecodeEntry(bytes, &entry).ok()) {
+      ASSERT_EQ(Encoded(entry), bytes) << "seed " << seed;
+    }
+    DecodedFrame frame;
+    if (DecodeFrame(bytes, &frame).ok()) {
+      ASSERT_EQ(Reencode(frame), bytes) << "seed " << seed;
+    }
+    CheckpointRecord checkpoint;
+    if (DecodeCheckpoint(bytes, &checkpoint).ok()) {
+      ASSERT_EQ(EncodedCheckpoint(checkpoint), bytes) << "seed " << seed;
+    }
+    std::vector<EpochRecord> epochs;
+    if (DecodeEpochs(bytes, &epochs).ok()) {
+      ASSERT_EQ(EncodedEpochs(epochs), bytes) << "seed " << seed;
+    }
+  }
+  // Most flips hit structure and every record fails all but one decoder.
+  EXPECT_GT(rejected, kSeeds * 5);
+}
+
+}  // namespace
+}  // namespace lstash::wire
