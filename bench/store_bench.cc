@@ -71,7 +71,7 @@ void BM_RocksDbSyncedAppend(benchmark::State& state) {
   LogIndex next = 1;
   for (auto _ : state) {
     for (LogRecord& r : batch) r.index = next++;
-    Status s = store->Append(0, *epoch, batch);
+    Status s = store->Append(0, *epoch, batch, {});
     if (!s.ok()) {
       state.SkipWithError(s.ToString().c_str());
       break;

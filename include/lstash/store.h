@@ -11,6 +11,10 @@
 //     kFailedPrecondition from then on (a paused "zombie" cannot write).
 //   - its latest checkpoint: an opaque record taken at a log index. Storing a
 //     checkpoint deletes the log up to that index (it is garbage).
+//   - lineage copies: entries of its log that other workers stored alongside
+//     their own entries that depend on them, before the owner committed
+//     them. A copy is garbage once its owner's committed index passes it;
+//     storing a checkpoint deletes the copies it folds.
 //
 // Every stored value carries a magic number and a format version; a store
 // written by an unknown format version is refused when opened.
@@ -50,6 +54,16 @@ struct EpochRecord {
   LogIndex start = 0;
 };
 
+// A copy of another worker's uncommitted log entry, written atomically with
+// the writer's own entries that depend on it, so that the store never holds
+// an effect whose cause could still be lost.
+struct LineageCopy {
+  WorkerId owner = 0;
+  Epoch epoch = 0;   // incarnation of the owner that created the entry
+  LogIndex index = 0;
+  std::string bytes;
+};
+
 struct StoredCheckpoint {
   Epoch epoch = 0;     // incarnation that took it
   LogIndex at = 0;     // log entries 1..at are folded into it
@@ -72,10 +86,17 @@ class LSTASH_EXPORT Store {
   virtual Result<std::vector<EpochRecord>> Epochs(WorkerId worker) = 0;
 
   // Durably appends `records` (consecutive indices) to `worker`'s log on
-  // behalf of incarnation `epoch`. The first index must be at most
-  // committed+1. Returns only once the records are as durable as the store
-  // promises (synced by default).
-  virtual Status Append(WorkerId worker, Epoch epoch, std::span<const LogRecord> records) = 0;
+  // behalf of incarnation `epoch`, together with `copies` of other workers'
+  // entries, in one atomic write. The first index must be at most
+  // committed+1. Returns only once the write is as durable as the store
+  // promises (synced by default). Copies of entries their owner has already
+  // committed are dropped.
+  virtual Status Append(WorkerId worker, Epoch epoch, std::span<const LogRecord> records,
+                        std::span<const LineageCopy> copies) = 0;
+
+  // Lineage copies of `owner`'s entries with index >= from, by index (then
+  // epoch), into *out.
+  virtual Status ReadCopies(WorkerId owner, LogIndex from, std::vector<LineageCopy>* out) = 0;
 
   // Committed log records of `worker` with index >= from, in order, into *out.
   virtual Status ReadLog(WorkerId worker, LogIndex from, std::vector<LogRecord>* out) = 0;
@@ -102,7 +123,12 @@ class LSTASH_EXPORT StoreWrapper : public Store {
   Result<Epoch> BeginIncarnation(WorkerId w) override { return target_->BeginIncarnation(w); }
   Status SetEpochStart(WorkerId w, Epoch e, LogIndex s) override { return target_->SetEpochStart(w, e, s); }
   Result<std::vector<EpochRecord>> Epochs(WorkerId w) override { return target_->Epochs(w); }
-  Status Append(WorkerId w, Epoch e, std::span<const LogRecord> r) override { return target_->Append(w, e, r); }
+  Status Append(WorkerId w, Epoch e, std::span<const LogRecord> r, std::span<const LineageCopy> c) override {
+    return target_->Append(w, e, r, c);
+  }
+  Status ReadCopies(WorkerId owner, LogIndex from, std::vector<LineageCopy>* out) override {
+    return target_->ReadCopies(owner, from, out);
+  }
   Status ReadLog(WorkerId w, LogIndex from, std::vector<LogRecord>* out) override {
     return target_->ReadLog(w, from, out);
   }

@@ -18,8 +18,21 @@
 // The Worker never does network I/O itself (it is "sans-IO"): everything to
 // send, including its own acknowledgements, resends and recovery requests,
 // comes out of TakeFrames(), and the engine carries those bytes to the
-// destination worker's Receive(). Call Tick() every few milliseconds for
-// timers (resends, commit gossip).
+// destination worker's Receive(). Call Tick() every few milliseconds: it
+// resends what was not acknowledged and sends the acknowledgements that could
+// not ride on a task frame going back (an engine that never ticks never
+// acknowledges, and its peers' outboxes grow).
+//
+// A minimal engine loop (examples/quickstart.cc is a complete program):
+//
+//   auto worker = lstash::Worker::Open(options, store).value();  // check ok() first
+//   if (auto snapshot = worker->TakeRestoredSnapshot()) app.Restore(*snapshot);
+//   for (;;) {
+//     for (auto& bytes : network.Poll()) (void)worker->Receive(bytes);
+//     while (auto task = worker->NextTask().value()) app.Run(*worker, *task);
+//     if (tick_due) worker->Tick();
+//     for (auto& f : worker->TakeFrames()) network.Send(f.dest, f.bytes);
+//   }
 //
 // Guarantee (mode kLineageStash, with at most `max_forward` workers failed at
 // once -- see docs/protocol.md for what counts as "at once"): no orphans. Any
@@ -109,8 +122,8 @@ struct WorkerOptions {
   std::uint32_t max_forward = 0;
 
   // Cap on stash bytes. When full, Submit() waits for the flusher (up to
-  // backpressure_timeout, then kResourceExhausted); Receive() drops task
-  // frames, which their senders resend.
+  // backpressure_timeout of real time, then kResourceExhausted); Receive()
+  // drops task frames, which their senders resend.
   std::size_t max_stash_bytes = 64u << 20;
   std::int64_t backpressure_timeout_nanos = 5'000'000'000;
 
@@ -124,6 +137,9 @@ struct WorkerOptions {
   // engine calls Flush() itself (deterministic tests, custom threading).
   bool background_flush = true;
   std::size_t max_flush_batch = 4096;  // entries per store write
+  // The background flusher writes at most this often (group commit), sooner
+  // when the stash passes half its cap or someone waits in Sync().
+  std::int64_t flush_interval_nanos = 1'000'000;
 
   // Unacknowledged frames are resent after this long (on Tick()).
   std::int64_t resend_after_nanos = 50'000'000;
@@ -183,6 +199,7 @@ struct Metrics {
   std::uint64_t flush_nanos_total = 0;
   std::uint64_t flush_nanos_max = 0;
   std::uint64_t flush_retries = 0;
+  std::uint64_t lineage_copies = 0;       // remote entries stored with our own that depend on them
   std::uint64_t commits = 0;              // own entries acknowledged by the store
   std::uint64_t evictions = 0;
   std::uint64_t backpressure_waits = 0;
@@ -193,6 +210,7 @@ struct Metrics {
   std::int64_t last_recovery_nanos = 0;
   LogIndex log_end = 0;        // now
   LogIndex committed = 0;      // now
+  bool recovering = false;     // now
 };
 
 class LSTASH_EXPORT Worker {
@@ -234,7 +252,11 @@ class LSTASH_EXPORT Worker {
   // Frames to send now, in order. Call after every other call.
   virtual std::vector<Frame> TakeFrames() = 0;
 
-  // Timers: resends unacknowledged frames, gossips commit progress.
+  // Timers: resends unacknowledged frames (backing off, up to 16x
+  // resend_after, for a message that stays unacknowledged), sends pending
+  // acknowledgements, and re-asks peers while gathering lineage. Commit
+  // progress reaches peers piggybacked on frames and through each worker's
+  // own polls of the store.
   virtual void Tick() = 0;
 
   // Hands the library a snapshot of the engine's state as of now (after the
@@ -250,17 +272,20 @@ class LSTASH_EXPORT Worker {
   // so it does not wait for its reply.
   virtual void PeerDown(WorkerId peer) = 0;
 
-  // With background_flush == false: writes one batch of ready stash entries
-  // (and a pending checkpoint) to the store. Returns the number of entries
-  // written. With background_flush == true it is a no-op returning 0.
+  // With background_flush == false: writes one batch of stash entries (and a
+  // pending checkpoint) to the store. Returns the number of entries written;
+  // kUnavailable if the store is away for now (retry later; health() stays
+  // OK); any other error is sticky. With background_flush == true it is a
+  // no-op returning 0.
   virtual Result<std::size_t> Flush() = 0;
 
   // Blocks until every entry logged so far and any pending checkpoint are
-  // committed, or `timeout_nanos` passes (kDeadlineExceeded). With
-  // background_flush == false it flushes inline.
+  // committed, or `timeout_nanos` of real (steady-clock) time pass
+  // (kDeadlineExceeded). With background_flush == false it flushes inline.
   virtual Status Sync(std::int64_t timeout_nanos) = 0;
 
   // True while recovering (gathering lineage or replaying the log).
+  // Thread-safe, like health() and GetMetrics().
   virtual bool recovering() const = 0;
   virtual WorkerId id() const = 0;
   virtual Epoch epoch() const = 0;

@@ -74,12 +74,22 @@ void Stash::MarkRemoteHeld(WorkerId owner, LogIndex index, WorkerId from) {
   if (it != remote_.end()) it->second.holders.insert(from);
 }
 
-std::vector<EntryPtr> Stash::RemoteOf(WorkerId owner) const {
+std::vector<EntryPtr> Stash::RemoteOf(WorkerId owner, LogIndex from, LogIndex to) const {
   std::vector<EntryPtr> out;
-  for (auto it = remote_.lower_bound({owner, 0}); it != remote_.end() && it->first.first == owner; ++it) {
+  for (auto it = remote_.lower_bound({owner, from}); it != remote_.end() && it->first.first == owner; ++it) {
+    if (it->first.second > to) break;
     out.push_back(it->second.entry);
   }
   return out;
+}
+
+bool Stash::EvictRemoteEntry(const EntryPtr& e) {
+  auto it = remote_.find({e->entry.owner, e->entry.index});
+  if (it == remote_.end() || it->second.entry != e) return false;
+  Depart(&it->second);
+  remote_.erase(it);
+  TrimArrivals();
+  return true;
 }
 
 std::size_t Stash::EvictOwn(LogIndex committed) {
@@ -155,7 +165,9 @@ void Stash::ForgetPeer(WorkerId peer) {
     slot.holders.erase(peer);
     slot.forwarded.erase(peer);
   }
-  cursor_[peer] = arrival_base_;
+  // Every peer looks at every entry again: those skipped because `peer`
+  // completed their f confirmed copies may need forwarding now.
+  std::fill(cursor_.begin(), cursor_.end(), arrival_base_);
 }
 
 }  // namespace lstash::core

@@ -79,8 +79,10 @@ class Stash {
   bool AddRemote(EntryPtr e, WorkerId from);
   // Marks `from` as holding remote entry (owner, index) if we have it.
   void MarkRemoteHeld(WorkerId owner, LogIndex index, WorkerId from);
-  // Remote entries of `owner`, in index order.
-  std::vector<EntryPtr> RemoteOf(WorkerId owner) const;
+  // Remote entries of `owner` with index in [from, to], in index order.
+  std::vector<EntryPtr> RemoteOf(WorkerId owner, LogIndex from = 0, LogIndex to = ~LogIndex{0}) const;
+  // Drops remote entry `e` if the stash still holds it (it is durable now).
+  bool EvictRemoteEntry(const EntryPtr& e);
 
   // Drops own entries with index <= committed. Returns how many.
   std::size_t EvictOwn(LogIndex committed);
@@ -99,7 +101,9 @@ class Stash {
   // dies with its sender.
   void ConfirmForward(const EntryPtr& e, WorkerId dest);
 
-  // `peer` restarted and lost its stash: forget that it holds anything.
+  // `peer` restarted and lost its stash: forget that it holds anything, and
+  // let every peer reconsider every entry (one that `peer`'s copy kept from
+  // others may need forwarding again).
   void ForgetPeer(WorkerId peer);
 
   std::size_t entries() const { return own_.size() + remote_.size(); }

@@ -57,6 +57,7 @@ namespace core {
 namespace {
 
 constexpr std::size_t kMaxHeldFrames = 4096;
+constexpr std::size_t kMaxEarlyFrames = 1024;  // per channel
 constexpr std::size_t kMaxResendsPerTick = 1024;
 
 std::uint64_t SplitMix(std::uint64_t& state) {
@@ -214,6 +215,7 @@ Metrics WorkerImpl::GetMetrics() const {
   m.stash_bytes = stash_.bytes();
   m.log_end = log_end_;
   m.committed = committed_;
+  m.recovering = phase_ != Phase::kLive;
   m.outbox_messages = 0;
   m.outbox_bytes = 0;
   for (const auto& ch : out_) {
@@ -252,7 +254,7 @@ Status WorkerImpl::AppendOwn(wire::LogEntry entry) {
   if (options_.mode == Mode::kWriteFirst) {
     LogRecord record{e->entry.index, e->bytes};
     Status s = RetryUnavailable(
-        [&] { return store_->Append(options_.id, epoch_, std::span<const LogRecord>(&record, 1)); });
+        [&] { return store_->Append(options_.id, epoch_, std::span<const LogRecord>(&record, 1), {}); });
     if (!s.ok()) {
       SetSticky(s.WithContext("write-first append"));
       return health_;
@@ -262,7 +264,7 @@ Status WorkerImpl::AppendOwn(wire::LogEntry entry) {
   } else {
     stash_.AppendOwn(e);
     metrics_.stash_bytes_peak = std::max<std::uint64_t>(metrics_.stash_bytes_peak, stash_.bytes());
-    flush_cv_.notify_one();
+    if (stash_.bytes() > options_.max_stash_bytes / 2) WakeFlusher();
   }
   log_end_ = position_ = e->entry.index;
   position_epoch_ = epoch_;
@@ -270,14 +272,17 @@ Status WorkerImpl::AppendOwn(wire::LogEntry entry) {
   return Status::OK();
 }
 
+void WorkerImpl::MergeFrontier(const std::vector<wire::Dep>& deps) {
+  for (const auto& d : deps) {
+    if (d.owner < n_ && d.owner != options_.id && d.index > frontier_[d.owner].index) frontier_[d.owner] = d;
+  }
+}
+
 void WorkerImpl::ExecuteBookkeeping(WorkerId sender, std::uint64_t channel_seq, LogIndex index,
-                                    bool needs_checkpoint, const std::vector<wire::Dep>& deps) {
+                                    bool needs_checkpoint) {
   InChannel& in = in_[sender];
   in.executed = channel_seq;
   if (options_.mode != Mode::kNone) in.unstable.push_back(Unstable{channel_seq, index, needs_checkpoint});
-  for (const auto& d : deps) {
-    if (d.owner != options_.id && d.index > frontier_[d.owner].index) frontier_[d.owner] = d;
-  }
   ++metrics_.tasks_executed;
   if (options_.mode == Mode::kWriteFirst) ReleaseStable();
 }
@@ -336,7 +341,8 @@ Result<std::optional<Task>> WorkerImpl::NextTask() {
       ++replay_cursor_;
       position_ = e.index;
       position_epoch_ = e.epoch;
-      if (!e.start) ExecuteBookkeeping(e.task.submitter, e.channel_seq, e.index, !e.payload_inline, e.deps);
+      MergeFrontier(e.deps);
+      if (!e.start) ExecuteBookkeeping(e.task.submitter, e.channel_seq, e.index, !e.payload_inline);
       ReleaseStable();
       ++metrics_.replayed_tasks;
       ++recovery_.tasks_replayed;
@@ -350,13 +356,14 @@ Result<std::optional<Task>> WorkerImpl::NextTask() {
   inbox_.pop_front();
   const bool large = q.payload.size() > options_.inline_payload_limit;
   LogIndex index = log_end_ + 1;
+  MergeFrontier(q.deps);
   if (logging()) {
     wire::LogEntry e;
     e.kind = wire::EntryKind::kExecute;
     e.task = q.id;
     e.channel_seq = q.channel_seq;
     e.start = q.start;
-    e.deps = q.deps;
+    e.deps = std::move(q.deps);
     if (large) {
       e.payload_inline = false;
       e.payload_size = q.payload.size();
@@ -368,7 +375,7 @@ Result<std::optional<Task>> WorkerImpl::NextTask() {
   } else {
     index = ~LogIndex{0};  // never stable through the log
   }
-  if (!q.start) ExecuteBookkeeping(q.id.submitter, q.channel_seq, index, large || !logging(), q.deps);
+  if (!q.start) ExecuteBookkeeping(q.id.submitter, q.channel_seq, index, large || !logging());
   in_task_ = true;
   Task task;
   task.id = q.id;
@@ -508,7 +515,8 @@ std::vector<wire::Watermark> WorkerImpl::WatermarkDelta(WorkerId dest) {
 }
 
 void WorkerImpl::SendTask(WorkerId dest, OutMsg& m) {
-  std::vector<std::string_view> entries;
+  std::vector<std::string_view>& entries = scratch_views_;
+  entries.clear();
   std::uint64_t piggy_bytes = 0;
   if (dest != options_.id && lineage_mode() && options_.breakage != Breakage::kNoPiggyback) {
     const std::uint64_t generation = out_[dest].generation;
@@ -527,14 +535,19 @@ void WorkerImpl::SendTask(WorkerId dest, OutMsg& m) {
   std::vector<wire::Watermark> wms;
   if (dest != options_.id && options_.mode != Mode::kNone) wms = WatermarkDelta(dest);
   std::string bytes;
-  wire::EncodeTaskFrame(Header(wire::FrameKind::kTask, dest), m.msg.id.seq, m.msg.channel_seq, m.msg.payload,
-                        m.msg.deps, entries, wms, &bytes);
+  // The frame also acknowledges the channel the other way.
+  in_[dest].ack_due = false;
+  wire::EncodeTaskFrame(Header(wire::FrameKind::kTask, dest), m.msg.id.seq, m.msg.channel_seq,
+                        ReportedDelivered(dest), in_[dest].released, m.msg.payload, m.msg.deps, entries, wms, &bytes);
   if (spdlog::should_log(spdlog::level::trace)) {
     std::string list;
     for (const auto& e : m.piggyback) list += " " + std::to_string(e->entry.owner) + ":" + std::to_string(e->entry.index);
     spdlog::trace("w{} -> w{} task {} cs {} piggyback{}", options_.id, dest, ToString(m.msg.id), m.msg.channel_seq, list);
   }
-  if (m.last_sent != 0) ++metrics_.frames_resent;
+  if (m.last_sent != 0) {
+    ++metrics_.frames_resent;
+    ++m.resends;
+  }
   m.last_sent = MonoNow();
   ++metrics_.task_frames;
   metrics_.piggybacked_entries += entries.size();
@@ -554,6 +567,7 @@ Result<TaskId> WorkerImpl::Submit(WorkerId dest, std::string_view payload) {
     ++metrics_.backpressure_waits;
     auto full = [&] { return stash_.bytes() > options_.max_stash_bytes && health_.ok() && !stop_; };
     if (options_.background_flush) {
+      WakeFlusher();
       auto deadline = std::chrono::nanoseconds(options_.backpressure_timeout_nanos);
       commit_cv_.wait_for(lock.lock(), deadline, [&] { return !full(); });
     }
@@ -597,7 +611,10 @@ void WorkerImpl::ResendUnacknowledged(WorkerId dest, bool all_now) {
   std::size_t sent = 0;
   for (auto& m : ch.outbox) {
     if (m.msg.channel_seq <= ch.delivered) continue;
-    if (!all_now && m.last_sent != 0 && now - m.last_sent < options_.resend_after_nanos) continue;
+    // Back off a message that keeps going unacknowledged (x2 per resend, up
+    // to x16): its receiver may be busy recovering.
+    const std::int64_t wait = options_.resend_after_nanos << std::min<std::uint32_t>(m.resends, 4);
+    if (!all_now && m.last_sent != 0 && now - m.last_sent < wait) continue;
     if (++sent > kMaxResendsPerTick) break;
     SendTask(dest, m);
   }
@@ -605,23 +622,27 @@ void WorkerImpl::ResendUnacknowledged(WorkerId dest, bool all_now) {
 
 std::vector<Frame> WorkerImpl::TakeFrames() {
   Locked lock(this);
-  if (options_.mode != Mode::kNone) {
-    for (WorkerId s = 0; s < n_; ++s) {
-      InChannel& in = in_[s];
-      if (!in.ack_due) continue;
-      in.ack_due = false;
-      std::string bytes;
-      auto wms = s == options_.id ? std::vector<wire::Watermark>() : WatermarkDelta(s);
-      wire::EncodeAckFrame(Header(wire::FrameKind::kAck, s), ReportedDelivered(s), in.released, wms, &bytes);
-      Queue(s, std::move(bytes));
-    }
-  }
   return std::move(frames_);
+}
+
+// Acknowledgements ride on task frames going back; a channel with no traffic
+// back is acknowledged here, at most once per tick (like a delayed ACK).
+void WorkerImpl::SendDueAcks() {
+  for (WorkerId s = 0; s < n_; ++s) {
+    InChannel& in = in_[s];
+    if (!in.ack_due) continue;
+    in.ack_due = false;
+    std::string bytes;
+    auto wms = s == options_.id ? std::vector<wire::Watermark>() : WatermarkDelta(s);
+    wire::EncodeAckFrame(Header(wire::FrameKind::kAck, s), ReportedDelivered(s), in.released, wms, &bytes);
+    Queue(s, std::move(bytes));
+  }
 }
 
 void WorkerImpl::Tick() {
   Locked lock(this);
   if (options_.mode == Mode::kNone || !health_.ok()) return;
+  SendDueAcks();
   for (WorkerId d = 0; d < n_; ++d) ResendUnacknowledged(d, false);
   const std::int64_t now = MonoNow();
   if (phase_ == Phase::kGathering && now - last_request_sent_ >= options_.resend_after_nanos) {
@@ -647,16 +668,13 @@ void WorkerImpl::AdvanceWatermark(WorkerId owner, LogIndex committed) {
 void WorkerImpl::MergeWatermarks(std::span<const wire::Watermark> wms) {
   bool any = false;
   for (const auto& wm : wms) {
-    if (wm.owner >= n_ || wm.owner == options_.id) continue;  // our own comes from the store
+    if (wm.owner == options_.id) continue;  // our own comes from the store
     if (wm.committed > known_wm_[wm.owner]) {
       AdvanceWatermark(wm.owner, wm.committed);
       any = true;
     }
   }
-  if (any) {
-    flush_cv_.notify_one();  // a blocked batch may be ready now
-    commit_cv_.notify_all();
-  }
+  if (any) commit_cv_.notify_all();
 }
 
 void WorkerImpl::ReleaseStable() {
@@ -684,10 +702,14 @@ void WorkerImpl::TrimOutbox(WorkerId dest) {
     for (const auto& e : ch.outbox.front().piggyback) stash_.ConfirmForward(e, dest);
     ch.outbox.pop_front();
   }
-  for (auto& m : ch.outbox) {
-    if (m.msg.channel_seq > ch.delivered) break;
-    for (const auto& e : m.piggyback) stash_.ConfirmForward(e, dest);
-    m.piggyback.clear();  // delivered: the receiver has the lineage
+  // Delivered messages: their lineage is now held by dest. Start after the
+  // last one already handled, so an ack costs what it acknowledges.
+  auto it = std::partition_point(ch.outbox.begin(), ch.outbox.end(),
+                                 [&](const OutMsg& m) { return m.msg.channel_seq <= ch.confirmed; });
+  for (; it != ch.outbox.end() && it->msg.channel_seq <= ch.delivered; ++it) {
+    for (const auto& e : it->piggyback) stash_.ConfirmForward(e, dest);
+    it->piggyback.clear();
+    ch.confirmed = it->msg.channel_seq;
   }
 }
 
@@ -731,9 +753,11 @@ void WorkerImpl::LearnEpoch(WorkerId w, Epoch e) {
   OutChannel& ch = out_[w];
   ++ch.generation;
   ch.delivered = 0;
+  ch.confirmed = 0;
   std::fill(ch.wm_sent.begin(), ch.wm_sent.end(), 0);
-  for (auto& m : ch.outbox) m.last_sent = 0;
+  for (auto& m : ch.outbox) m.last_sent = m.resends = 0;
   in_[w].ack_due = true;
+  in_[w].early.clear();  // from the dead incarnation
   awaiting_.erase(w);  // its old incarnation will never answer; the new one holds none of our lineage
   if (phase_ == Phase::kGathering && awaiting_.empty()) CompleteGather();
 }
@@ -748,6 +772,27 @@ void WorkerImpl::LearnEpochStart(WorkerId w, Epoch e, LogIndex start) {
 
 // ---------------------------------------------------------------------------
 // Receiving
+
+// Every worker a frame names must belong to the job.
+Status WorkerImpl::CheckWorkerIds(const wire::DecodedFrame& f) const {
+  auto outside = [&](WorkerId w, const char* what) {
+    return Corruption(std::string("frame from worker ") + std::to_string(f.header.sender) + " names " + what +
+                      " of worker " + std::to_string(w) + ", outside the " + std::to_string(n_) + "-worker job");
+  };
+  for (const auto& we : f.entries) {
+    if (we.entry.owner >= n_) return outside(we.entry.owner, "a log entry");
+    if (we.entry.kind == wire::EntryKind::kExecute && we.entry.task.submitter >= n_) {
+      return outside(we.entry.task.submitter, "a task");
+    }
+  }
+  for (const auto& d : f.deps) {
+    if (d.owner >= n_) return outside(d.owner, "a dependency");
+  }
+  for (const auto& w : f.watermarks) {
+    if (w.owner >= n_) return outside(w.owner, "a watermark");
+  }
+  return Status::OK();
+}
 
 // A peer that has not heard of our first incarnation yet addresses epoch 0.
 bool WorkerImpl::AddressedToUs(const wire::FrameHeader& h) const {
@@ -764,6 +809,7 @@ Result<Delivery> WorkerImpl::Receive(std::string_view bytes) {
                    std::to_string(f.header.dest) + " arrived at worker " + std::to_string(options_.id) + " of " +
                    std::to_string(n_));
   }
+  if (s.ok()) s = CheckWorkerIds(f);
   if (!s.ok()) {
     ++metrics_.frames_corrupt;
     if (rejected_logged_++ < 10 || rejected_logged_ % 1000 == 0) {
@@ -829,14 +875,29 @@ Result<Delivery> WorkerImpl::Receive(std::string_view bytes) {
   return HandleTask(f);
 }
 
+// Accepts `f`, then any frames of the same channel that arrived early and are
+// now next in line.
 Result<Delivery> WorkerImpl::HandleTask(wire::DecodedFrame& f) {
   const WorkerId s = f.header.sender;
+  auto r = HandleTaskFrame(f);
+  if (!r.ok() || *r != Delivery::kQueued) return r;
+  InChannel& in = in_[s];
+  while (!in.early.empty() && in.early.begin()->first <= in.delivered + 1) {
+    wire::DecodedFrame next = std::move(in.early.begin()->second);
+    in.early.erase(in.early.begin());
+    if (next.header.sender_epoch == peers_[s].current()) (void)HandleTaskFrame(next);
+  }
+  return r;
+}
+
+Result<Delivery> WorkerImpl::HandleTaskFrame(wire::DecodedFrame& f) {
+  const WorkerId s = f.header.sender;
+  ApplyAck(s, f.delivered, f.released);
   // Lineage from an incarnation that a later one has replaced: if the later
   // one is still deciding where its history starts we cannot judge it yet;
   // if the lineage lies past that start, the message depends on a lost
   // branch (an orphan) and is dropped.
   auto judge = [&](WorkerId owner, Epoch epoch, LogIndex index) {
-    if (owner >= n_) return Validity::kInvalid;
     if (owner == options_.id && epoch == epoch_) return index <= log_end_ ? Validity::kValid : Validity::kInvalid;
     return CheckLineage(owner, epoch, index);
   };
@@ -866,8 +927,11 @@ Result<Delivery> WorkerImpl::HandleTask(wire::DecodedFrame& f) {
   InChannel& in = in_[s];
   const bool duplicate = f.channel_seq <= in.delivered;
   if (!duplicate && f.channel_seq != in.delivered + 1) {
-    ++metrics_.frames_deferred;  // a gap: wait for the sender to resend in order
-    spdlog::debug("w{}: frame from w{} deferred: channel seq {} after {}", options_.id, s, f.channel_seq, in.delivered);
+    // Early: an earlier frame is missing. Keep it (within a bound) until the
+    // gap is filled, so one loss does not delay every frame behind it.
+    ++metrics_.frames_deferred;
+    spdlog::debug("w{}: frame from w{} early: channel seq {} after {}", options_.id, s, f.channel_seq, in.delivered);
+    if (in.early.size() < kMaxEarlyFrames) in.early.try_emplace(f.channel_seq, std::move(f));
     return Delivery::kDeferred;
   }
   if (!duplicate && lineage_mode() && stash_.bytes() > options_.max_stash_bytes) {
@@ -905,13 +969,17 @@ Result<Delivery> WorkerImpl::HandleTask(wire::DecodedFrame& f) {
   return Delivery::kQueued;
 }
 
-void WorkerImpl::HandleAck(const wire::DecodedFrame& f) {
-  const WorkerId d = f.header.sender;
+void WorkerImpl::ApplyAck(WorkerId d, std::uint64_t delivered, std::uint64_t released) {
   OutChannel& ch = out_[d];
-  spdlog::trace("w{}: ack from w{}: delivered {} released {}", options_.id, d, f.delivered, f.released);
-  ch.delivered = std::max(ch.delivered, f.delivered);
-  ch.released = std::max(ch.released, f.released);
+  if (delivered <= ch.delivered && released <= ch.released) return;
+  spdlog::trace("w{}: ack from w{}: delivered {} released {}", options_.id, d, delivered, released);
+  ch.delivered = std::max(ch.delivered, delivered);
+  ch.released = std::max(ch.released, released);
   TrimOutbox(d);
+}
+
+void WorkerImpl::HandleAck(const wire::DecodedFrame& f) {
+  ApplyAck(f.header.sender, f.delivered, f.released);
   MergeWatermarks(f.watermarks);
 }
 
@@ -940,7 +1008,12 @@ void WorkerImpl::HandleRecoveryReply(wire::DecodedFrame& f) {
     auto [it, inserted] = gathered_.try_emplace(e.index);
     if (inserted) {
       auto ep = std::make_shared<Entry>();
-      ep->entry = std::move(we.entry);
+      Status s = wire::DecodeEntry(we.bytes, &ep->entry);  // frames carry validated headers only
+      if (!s.ok()) {
+        gathered_.erase(it);
+        SetSticky(s.WithContext("entry " + std::to_string(e.index) + " from survivor " + std::to_string(p)));
+        return;
+      }
       ep->bytes = std::move(we.bytes);
       it->second.entry = std::move(ep);
       ++recovery_.from_survivors;
@@ -1037,10 +1110,43 @@ Status WorkerImpl::RestoreCheckpoint(const StoredCheckpoint& stored) {
   return Status::OK();
 }
 
+// Copies other workers stored of our entries. Read only once every survivor
+// has answered: a survivor drops an entry from its stash only after storing
+// its copy, so whatever is missing from its reply is in the store by now.
+void WorkerImpl::GatherStoredCopies() {
+  std::vector<LineageCopy> copies;
+  Status s = store_->ReadCopies(options_.id, position_ + 1, &copies);
+  if (!s.ok()) {
+    SetSticky(s.WithContext("reading lineage copies"));
+    return;
+  }
+  for (auto& c : copies) {
+    if (CheckLineage(options_.id, c.epoch, c.index) != Validity::kValid) continue;  // a discarded branch
+    auto e = std::make_shared<Entry>();
+    s = wire::DecodeEntry(c.bytes, &e->entry);
+    if (!s.ok() || e->entry.owner != options_.id || e->entry.index != c.index || e->entry.epoch != c.epoch) {
+      SetSticky(s.ok() ? Corruption("lineage copy " + std::to_string(c.index) + " is not the entry its key names")
+                       : s.WithContext("lineage copy " + std::to_string(c.index)));
+      return;
+    }
+    e->bytes = std::move(c.bytes);
+    auto [it, inserted] = gathered_.try_emplace(c.index);
+    if (inserted) {
+      it->second.entry = std::move(e);
+      ++recovery_.from_store;
+    } else if (it->second.entry->bytes != e->bytes) {
+      SetSticky(Corruption("a stored lineage copy of log entry " + std::to_string(c.index) +
+                           " differs from another source"));
+      return;
+    }
+  }
+}
+
 void WorkerImpl::CompleteGather() {
   if (phase_ != Phase::kGathering) return;
-  const std::int64_t now = MonoNow();
-  recovery_.gather_nanos = now - recovery_began_;
+  GatherStoredCopies();
+  recovery_.gather_nanos = MonoNow() - recovery_began_;
+  if (!health_.ok()) return;
 
   // The recovered log is the longest gap-free run after the checkpoint.
   LogIndex end = position_;
@@ -1052,6 +1158,11 @@ void WorkerImpl::CompleteGather() {
                         " survives: more workers failed than max_forward tolerates");
     recovery_.status = s;
     SetSticky(s);
+    if (options_.listener) {
+      Listener* l = options_.listener;
+      RecoveryStats stats = recovery_;
+      callbacks_.push_back([l, stats] { l->OnRecoveryEnd(stats); });
+    }
     return;
   }
   epoch_start_ = end + 1;
@@ -1088,7 +1199,6 @@ void WorkerImpl::CompleteGather() {
   replay_cursor_ = 0;
   start_pending_ = position_ == 0 && end == 0;  // nothing of this worker survived: start afresh
   phase_ = Phase::kReplaying;
-  flush_cv_.notify_one();
 
   for (WorkerId p = 0; p < n_; ++p) {
     if (p == options_.id) continue;
@@ -1101,7 +1211,14 @@ void WorkerImpl::CompleteGather() {
   ResendUnacknowledged(options_.id, true);
   auto held = std::move(held_frames_);
   held_frames_.clear();
-  for (auto& f : held) (void)HandleTask(f);
+  for (auto& f : held) {
+    // Its sender may have restarted while we gathered.
+    if (f.header.sender_epoch < peers_[f.header.sender].current()) {
+      ++metrics_.frames_stale;
+      continue;
+    }
+    (void)HandleTask(f);
+  }
 }
 
 std::optional<std::string> WorkerImpl::TakeRestoredSnapshot() {
@@ -1159,7 +1276,6 @@ Status WorkerImpl::Checkpoint(std::string snapshot) {
     return Status::OK();
   }
   pending_checkpoint_ = std::move(p);
-  flush_cv_.notify_one();
   return Status::OK();
 }
 
@@ -1172,51 +1288,61 @@ bool WorkerImpl::FlushWorkReady() const {
   return pending_checkpoint_ && pending_checkpoint_->at <= committed_;
 }
 
-std::vector<LogRecord> WorkerImpl::PrepareBatch() {
-  std::vector<LogRecord> batch;
+// Own entries in log order, plus copies of the remote entries they depend on
+// that are not known committed and that we hold. Written atomically, the
+// store never holds an effect whose cause could still be lost; a dependency
+// we do not hold was already confirmed at f peers (or is committed), so it
+// survives any f failures without our copy.
+WorkerImpl::Batch WorkerImpl::PrepareBatch() {
+  Batch batch;
   if (!stash_.has_own()) return batch;
   LogIndex i = std::max(flushed_upto_ + 1, stash_.own_begin());
   const LogIndex last = std::min(log_end_, stash_.own_end());
-  for (; i <= last && batch.size() < options_.max_flush_batch; ++i) {
+  std::vector<LogIndex> need(n_, 0);
+  for (; i <= last && batch.records.size() < options_.max_flush_batch; ++i) {
     const EntryPtr& e = stash_.own(i);
-    // An entry is stored only after the lineage it depends on: the store
-    // never holds an effect whose cause could still be lost.
-    bool ready = true;
     for (const auto& d : e->entry.deps) {
-      if (d.owner == options_.id ? d.index >= i : d.index > known_wm_[d.owner]) {
-        ready = false;
-        break;
+      if (d.owner != options_.id && d.owner < n_ && d.index > known_wm_[d.owner]) {
+        need[d.owner] = std::max(need[d.owner], d.index);
       }
     }
-    if (!ready) break;
-    batch.push_back(LogRecord{i, e->bytes});
+    batch.records.push_back(LogRecord{i, e->bytes});
+  }
+  for (WorkerId o = 0; o < n_; ++o) {
+    if (need[o] == 0) continue;
+    for (EntryPtr& e : stash_.RemoteOf(o, known_wm_[o] + 1, need[o])) {
+      batch.copies.push_back(LineageCopy{o, e->entry.epoch, e->entry.index, e->bytes});
+      batch.copied.push_back(std::move(e));
+    }
   }
   return batch;
 }
 
-void WorkerImpl::CompleteBatch(const std::vector<LogRecord>& batch, const Status& s, std::int64_t nanos) {
+void WorkerImpl::CompleteBatch(const Batch& batch, const Status& s, std::int64_t nanos) {
   flush_in_progress_ = false;
   if (!s.ok()) {
     flushed_upto_ = committed_;
     if (s.code() == Code::kUnavailable) {
       ++metrics_.flush_retries;
     } else {
-      SetSticky(s.WithContext("flushing log entries " + std::to_string(batch.front().index) + ".." +
-                              std::to_string(batch.back().index)));
+      SetSticky(s.WithContext("flushing log entries " + std::to_string(batch.records.front().index) + ".." +
+                              std::to_string(batch.records.back().index)));
     }
     return;
   }
-  const LogIndex last = batch.back().index;
+  const LogIndex last = batch.records.back().index;
   if (last > committed_) {
     metrics_.commits += last - committed_;
     committed_ = last;
   }
   known_wm_[options_.id] = std::max(known_wm_[options_.id], committed_);
   ++metrics_.flush_batches;
-  metrics_.flushed_entries += batch.size();
+  metrics_.flushed_entries += batch.records.size();
+  metrics_.lineage_copies += batch.copies.size();
   metrics_.flush_nanos_total += static_cast<std::uint64_t>(nanos);
   metrics_.flush_nanos_max = std::max<std::uint64_t>(metrics_.flush_nanos_max, static_cast<std::uint64_t>(nanos));
   metrics_.evictions += stash_.EvictOwn(committed_);
+  for (const auto& e : batch.copied) metrics_.evictions += stash_.EvictRemoteEntry(e);  // durable now
   ReleaseStable();
   commit_cv_.notify_all();
 }
@@ -1238,7 +1364,7 @@ void WorkerImpl::PollWatermarks() {
 
 Result<std::size_t> WorkerImpl::FlushRound() {
   PollWatermarks();
-  std::vector<LogRecord> batch;
+  Batch batch;
   std::optional<PendingCheckpoint> checkpoint;
   Epoch epoch;
   {
@@ -1246,15 +1372,15 @@ Result<std::size_t> WorkerImpl::FlushRound() {
     LSTASH_RETURN_IF_ERROR(CheckUsable());
     if (flush_in_progress_) return std::size_t{0};
     batch = PrepareBatch();
-    if (!batch.empty()) {
+    if (!batch.records.empty()) {
       flush_in_progress_ = true;
-      flushed_upto_ = batch.back().index;
+      flushed_upto_ = batch.records.back().index;
     }
     epoch = epoch_;
   }
-  if (!batch.empty()) {
+  if (!batch.records.empty()) {
     const std::int64_t t0 = clock_->MonotonicNanos();
-    Status s = store_->Append(options_.id, epoch, batch);
+    Status s = store_->Append(options_.id, epoch, batch.records, batch.copies);
     const std::int64_t t1 = clock_->MonotonicNanos();
     Locked lock(this);
     CompleteBatch(batch, s, t1 - t0);
@@ -1263,8 +1389,10 @@ Result<std::size_t> WorkerImpl::FlushRound() {
   }
   {
     Locked lock(this);
-    if (pending_checkpoint_ && pending_checkpoint_->at <= committed_) checkpoint = std::move(pending_checkpoint_);
-    pending_checkpoint_.reset();
+    if (pending_checkpoint_ && pending_checkpoint_->at <= committed_) {
+      checkpoint = std::move(pending_checkpoint_);
+      pending_checkpoint_.reset();
+    }
   }
   if (checkpoint) {
     Status s = store_->PutCheckpoint(options_.id, epoch, checkpoint->at, checkpoint->bytes);
@@ -1281,7 +1409,7 @@ Result<std::size_t> WorkerImpl::FlushRound() {
       return health_;
     }
   }
-  return batch.size();
+  return batch.records.size();
 }
 
 Result<std::size_t> WorkerImpl::Flush() {
@@ -1289,14 +1417,20 @@ Result<std::size_t> WorkerImpl::Flush() {
   return FlushRound();
 }
 
+void WorkerImpl::WakeFlusher() {
+  flush_soon_ = true;
+  flush_cv_.notify_one();
+}
+
 void WorkerImpl::FlusherLoop() {
   std::int64_t backoff = 0;
+  const auto interval = std::chrono::nanoseconds(std::max<std::int64_t>(options_.flush_interval_nanos, 0));
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mu_);
-      // Wake on new work; poll every millisecond while entries wait for
-      // their dependencies to commit elsewhere.
-      flush_cv_.wait_for(lock, std::chrono::milliseconds(1), [&] { return stop_ || FlushWorkReady(); });
+      // Group commit: gather what arrives during one interval into a batch.
+      flush_cv_.wait_for(lock, interval, [&] { return stop_ || flush_soon_; });
+      flush_soon_ = false;
       if (stop_ || !health_.ok()) return;
     }
     auto r = FlushRound();
@@ -1311,16 +1445,19 @@ void WorkerImpl::FlusherLoop() {
 }
 
 Status WorkerImpl::Sync(std::int64_t timeout_nanos) {
-  const std::int64_t deadline = MonoNow() + timeout_nanos;
+  // Real time: the flusher is a real thread (or this one), whatever Clock
+  // the options inject.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(timeout_nanos);
   if (!lineage_mode()) return CheckUsable();
   for (;;) {
     {
       Locked lock(this);
       LSTASH_RETURN_IF_ERROR(CheckUsable());
-      bool done = committed_ >= log_end_ && !pending_checkpoint_;
-      if (done) return Status::OK();
+      if (committed_ >= log_end_ && !pending_checkpoint_) return Status::OK();
       if (options_.background_flush) {
-        commit_cv_.wait_for(lock.lock(), std::chrono::milliseconds(1));
+        WakeFlusher();
+        commit_cv_.wait_until(lock.lock(), std::min(deadline, std::chrono::steady_clock::now() +
+                                                                  std::chrono::milliseconds(1)));
         LSTASH_RETURN_IF_ERROR(CheckUsable());
         if (committed_ >= log_end_ && !pending_checkpoint_) return Status::OK();
       }
@@ -1329,7 +1466,7 @@ Status WorkerImpl::Sync(std::int64_t timeout_nanos) {
       auto r = FlushRound();
       if (!r.ok() && r.status().code() != Code::kUnavailable) return r.status();
     }
-    if (MonoNow() >= deadline) {
+    if (std::chrono::steady_clock::now() >= deadline) {
       Locked lock(this);
       return DeadlineExceeded("Sync: log committed to " + std::to_string(committed_) + " of " +
                               std::to_string(log_end_) + " before the timeout");

@@ -81,11 +81,13 @@ class WorkerImpl final : public Worker {
     std::vector<EntryPtr> piggyback;
     std::uint64_t piggyback_generation = 0;  // OutChannel::generation it was chosen for; 0 = not yet
     std::int64_t last_sent = 0;       // monotonic nanos; 0 = never
+    std::uint32_t resends = 0;        // to dest's current incarnation
   };
   struct OutChannel {
     std::uint64_t generation = 1;  // bumped when dest restarts and loses what we sent
     std::uint64_t next_seq = 1;
     std::uint64_t delivered = 0;  // acknowledged by dest's current incarnation
+    std::uint64_t confirmed = 0;  // delivered messages whose lineage we counted as held
     std::uint64_t released = 0;   // dest will never need these again
     std::deque<OutMsg> outbox;    // unreleased, in channel order
     std::vector<LogIndex> wm_sent;  // watermarks last told to dest
@@ -100,6 +102,7 @@ class WorkerImpl final : public Worker {
     std::uint64_t executed = 0;
     std::uint64_t released = 0;
     std::deque<Unstable> unstable;
+    std::map<std::uint64_t, wire::DecodedFrame> early;  // arrived before the frames before them
     bool ack_due = false;
   };
   struct PeerView {
@@ -133,8 +136,8 @@ class WorkerImpl final : public Worker {
   Status ReplayValue(wire::ValueKind kind, std::string* out, bool* replayed);
   Result<std::string> ObtainValue(wire::ValueKind kind, const std::function<std::string()>& produce);
   void FinishReplay();
-  void ExecuteBookkeeping(WorkerId sender, std::uint64_t channel_seq, LogIndex index, bool needs_checkpoint,
-                          const std::vector<wire::Dep>& deps);
+  void ExecuteBookkeeping(WorkerId sender, std::uint64_t channel_seq, LogIndex index, bool needs_checkpoint);
+  void MergeFrontier(const std::vector<wire::Dep>& deps);
 
   std::vector<wire::Dep> CurrentDeps() const;
   void SendTask(WorkerId dest, OutMsg& m);
@@ -149,27 +152,38 @@ class WorkerImpl final : public Worker {
   std::uint64_t ReportedDelivered(WorkerId sender) const;
 
   bool AddressedToUs(const wire::FrameHeader& h) const;
+  Status CheckWorkerIds(const wire::DecodedFrame& f) const;
   Validity CheckLineage(WorkerId owner, Epoch epoch, LogIndex index) const;
   void LearnEpoch(WorkerId w, Epoch e);
   void LearnEpochStart(WorkerId w, Epoch e, LogIndex start);
 
   Result<Delivery> HandleTask(wire::DecodedFrame& f);
+  Result<Delivery> HandleTaskFrame(wire::DecodedFrame& f);
   void HandleAck(const wire::DecodedFrame& f);
+  void ApplyAck(WorkerId dest, std::uint64_t delivered, std::uint64_t released);
+  void SendDueAcks();
   void HandleRecoveryRequest(const wire::FrameHeader& h);
   void HandleRecoveryReply(wire::DecodedFrame& f);
 
   Status StartRecovery();
   Status RestoreCheckpoint(const StoredCheckpoint& stored);
   void CompleteGather();
+  void GatherStoredCopies();
 
   // Flushing. PrepareBatch/CompleteBatch hold mu_; the store call between
   // them does not.
   bool FlushWorkReady() const;
-  std::vector<LogRecord> PrepareBatch();
-  void CompleteBatch(const std::vector<LogRecord>& batch, const Status& s, std::int64_t nanos);
+  struct Batch {
+    std::vector<LogRecord> records;      // own entries, consecutive
+    std::vector<LineageCopy> copies;     // remote entries they depend on
+    std::vector<EntryPtr> copied;        // the stash entries behind `copies`
+  };
+  Batch PrepareBatch();
+  void CompleteBatch(const Batch& batch, const Status& s, std::int64_t nanos);
   Result<std::size_t> FlushRound();  // REQUIRES mu_ NOT held
   void PollWatermarks();             // REQUIRES mu_ NOT held
   void FlusherLoop();
+  void WakeFlusher();  // REQUIRES mu_ held
 
   // --- immutable after construction ---
   const WorkerOptions options_;
@@ -210,6 +224,7 @@ class WorkerImpl final : public Worker {
   std::uint64_t rng_state_ = 0;
 
   std::vector<Frame> frames_;
+  std::vector<std::string_view> scratch_views_;  // SendTask's piggyback list, reused
 
   // Recovery.
   std::set<WorkerId> awaiting_;
@@ -229,6 +244,7 @@ class WorkerImpl final : public Worker {
   std::uint64_t rejected_logged_ = 0;
 
   bool stop_ = false;
+  bool flush_soon_ = false;  // wake the flusher before its interval ends
   std::thread flusher_;
 };
 

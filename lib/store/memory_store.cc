@@ -5,6 +5,8 @@
 #include <lstash/store.h>
 
 #include <deque>
+#include <map>
+#include <tuple>
 #include <mutex>
 #include <unordered_map>
 
@@ -46,7 +48,8 @@ class MemoryStore final : public Store {
     return w->epochs;
   }
 
-  Status Append(WorkerId worker, Epoch epoch, std::span<const LogRecord> records) override {
+  Status Append(WorkerId worker, Epoch epoch, std::span<const LogRecord> records,
+                std::span<const LineageCopy> copies) override {
     LSTASH_RETURN_IF_ERROR(CheckAppendShape(worker, records));
     std::lock_guard<std::mutex> lock(mu_);
     WorkerData* w = Find(worker);
@@ -56,6 +59,21 @@ class MemoryStore final : public Store {
     // checkpoint); committed history is never rewritten.
     for (const LogRecord& r : records) {
       if (r.index > w->committed()) w->log.push_back(r.bytes);
+    }
+    for (const LineageCopy& c : copies) {
+      WorkerData* owner = Find(c.owner);
+      if (owner != nullptr && c.index <= owner->committed()) continue;
+      copies_[{c.owner, c.index, c.epoch}] = c.bytes;
+    }
+    return Status::OK();
+  }
+
+  Status ReadCopies(WorkerId owner, LogIndex from, std::vector<LineageCopy>* out) override {
+    out->clear();
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = copies_.lower_bound({owner, from, 0}); it != copies_.end() && std::get<0>(it->first) == owner;
+         ++it) {
+      out->push_back(LineageCopy{owner, std::get<2>(it->first), std::get<1>(it->first), it->second});
     }
     return Status::OK();
   }
@@ -96,6 +114,9 @@ class MemoryStore final : public Store {
       ++w->log_base;
     }
     w->checkpoint = StoredCheckpoint{epoch, at, std::string(record)};
+    // Copies of what the checkpoint folds are garbage (collected here, not on
+    // every append, which would cost a range delete per write).
+    copies_.erase(copies_.lower_bound({worker, 0, 0}), copies_.upper_bound({worker, at, ~Epoch{0}}));
     return Status::OK();
   }
 
@@ -130,6 +151,7 @@ class MemoryStore final : public Store {
 
   std::mutex mu_;
   std::unordered_map<WorkerId, WorkerData> workers_;  // GUARDED_BY(mu_)
+  std::map<std::tuple<WorkerId, LogIndex, Epoch>, std::string> copies_;  // GUARDED_BY(mu_)
 };
 
 }  // namespace

@@ -4,6 +4,7 @@
 // Column families:
 //   log         BE u32 worker + BE u64 index -> an encoded log entry, as given
 //   checkpoint  BE u32 worker                 -> checkpoint value (below)
+//   copies      BE u32 owner + BE u64 index + BE u64 epoch -> an encoded entry
 //   meta        "format"                      -> wire format marker
 //               "epochs/" + BE u32 worker     -> wire epochs record
 //               "committed/" + BE u32 worker  -> wire index record
@@ -27,6 +28,7 @@ namespace lstash::rocksdb_layout {
 inline constexpr char kLogFamily[] = "log";
 inline constexpr char kCheckpointFamily[] = "checkpoint";
 inline constexpr char kMetaFamily[] = "meta";
+inline constexpr char kCopiesFamily[] = "copies";
 
 inline constexpr char kFormatKey[] = "format";
 inline constexpr std::string_view kEpochsPrefix = "epochs/";
@@ -37,6 +39,8 @@ inline constexpr std::uint16_t kCheckpointValueVersion = 1;
 
 std::string WorkerKey(WorkerId worker);
 std::string LogKey(WorkerId worker, LogIndex index);
+std::string CopyKey(WorkerId owner, LogIndex index, Epoch epoch);
+bool ParseCopyKey(std::string_view key, WorkerId* owner, LogIndex* index, Epoch* epoch);
 std::string EpochsKey(WorkerId worker);
 std::string CommittedKey(WorkerId worker);
 

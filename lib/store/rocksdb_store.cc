@@ -78,6 +78,23 @@ std::string LogKey(WorkerId worker, LogIndex index) {
   return key;
 }
 
+std::string CopyKey(WorkerId owner, LogIndex index, Epoch epoch) {
+  std::string key;
+  key.reserve(20);
+  PutBigEndian32(owner, &key);
+  PutBigEndian64(index, &key);
+  PutBigEndian64(epoch, &key);
+  return key;
+}
+
+bool ParseCopyKey(std::string_view key, WorkerId* owner, LogIndex* index, Epoch* epoch) {
+  if (key.size() != 20) return false;
+  *owner = static_cast<WorkerId>(GetBigEndian(key.substr(0, 4)));
+  *index = GetBigEndian(key.substr(4, 8));
+  *epoch = GetBigEndian(key.substr(12));
+  return true;
+}
+
 std::string EpochsKey(WorkerId worker) {
   std::string key(kEpochsPrefix);
   PutBigEndian32(worker, &key);
@@ -192,7 +209,8 @@ class RocksDbStore final : public Store {
     return ws->epochs;
   }
 
-  Status Append(WorkerId worker, Epoch epoch, std::span<const LogRecord> records) override {
+  Status Append(WorkerId worker, Epoch epoch, std::span<const LogRecord> records,
+                std::span<const LineageCopy> copies) override {
     LSTASH_RETURN_IF_ERROR(CheckAppendShape(worker, records));
     WorkerState* ws = Find(worker);
     if (ws == nullptr) return CheckFence(worker, epoch, 0);
@@ -201,23 +219,52 @@ class RocksDbStore final : public Store {
     LogIndex committed = ws->committed.load(std::memory_order_relaxed);
     LSTASH_RETURN_IF_ERROR(CheckContiguous(worker, records.front().index, committed));
     LogIndex last = records.back().index;
-    // Records up to the committed index are already stored (or folded into
-    // a checkpoint); committed history is never rewritten.
-    if (last <= committed) return Status::OK();
+    const std::string what = "append to worker " + std::to_string(worker);
 
     rocksdb::WriteBatch batch;
     rocksdb::Status s;
+    // Records up to the committed index are already stored (or folded into
+    // a checkpoint); committed history is never rewritten.
     for (const LogRecord& r : records) {
       if (r.index <= committed) continue;
       s = batch.Put(log_cf_, layout::LogKey(worker, r.index), r.bytes);
-      if (!s.ok()) return FromRocks(s, "append to worker " + std::to_string(worker));
+      if (!s.ok()) return FromRocks(s, what);
     }
-    std::string index_record;
-    wire::EncodeIndex(last, &index_record);
-    s = batch.Put(meta_cf_, layout::CommittedKey(worker), index_record);
-    if (!s.ok()) return FromRocks(s, "append to worker " + std::to_string(worker));
-    LSTASH_RETURN_IF_ERROR(Write(&batch, options_.sync, "append to worker " + std::to_string(worker)));
-    ws->committed.store(last, std::memory_order_release);
+    for (const LineageCopy& c : copies) {
+      WorkerState* owner = Find(c.owner);
+      if (owner != nullptr && c.index <= owner->committed.load(std::memory_order_acquire)) continue;
+      s = batch.Put(copies_cf_, layout::CopyKey(c.owner, c.index, c.epoch), c.bytes);
+      if (!s.ok()) return FromRocks(s, what);
+    }
+    if (last > committed) {
+      std::string index_record;
+      wire::EncodeIndex(last, &index_record);
+      s = batch.Put(meta_cf_, layout::CommittedKey(worker), index_record);
+      if (!s.ok()) return FromRocks(s, what);
+    }
+    if (batch.Count() == 0) return Status::OK();
+    LSTASH_RETURN_IF_ERROR(Write(&batch, options_.sync, what));
+    if (last > committed) ws->committed.store(last, std::memory_order_release);
+    return Status::OK();
+  }
+
+  Status ReadCopies(WorkerId owner, LogIndex from, std::vector<LineageCopy>* out) override {
+    out->clear();
+    std::string start = layout::CopyKey(owner, from, 0);
+    std::string limit = layout::WorkerKey(owner + 1);
+    rocksdb::Slice limit_slice(limit);
+    rocksdb::ReadOptions read_options;
+    if (owner != ~WorkerId{0}) read_options.iterate_upper_bound = &limit_slice;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(read_options, copies_cf_));
+    for (it->Seek(start); it->Valid(); it->Next()) {
+      LineageCopy c;
+      if (!layout::ParseCopyKey(View(it->key()), &c.owner, &c.index, &c.epoch) || c.owner != owner) {
+        return Corruption("lstash store " + path_ + ": malformed lineage copy key for worker " + std::to_string(owner));
+      }
+      c.bytes = it->value().ToString();
+      out->push_back(std::move(c));
+    }
+    if (!it->status().ok()) return FromRocks(it->status(), "reading lineage copies of worker " + std::to_string(owner));
     return Status::OK();
   }
 
@@ -286,6 +333,11 @@ class RocksDbStore final : public Store {
       // after (worker, at).
       s = batch.DeleteRange(log_cf_, layout::LogKey(worker, 0), layout::LogKey(worker, at) + '\0');
       if (!s.ok()) return FromRocks(s, what);
+      // Copies of what the checkpoint folds are garbage too. (Collected here
+      // rather than on every append: a range tombstone per write would pile
+      // up faster than compaction clears them.)
+      s = batch.DeleteRange(copies_cf_, layout::CopyKey(worker, 0, 0), layout::CopyKey(worker, at, ~Epoch{0}) + '\0');
+      if (!s.ok()) return FromRocks(s, what);
     }
     return Write(&batch, /*sync=*/true, what);
   }
@@ -327,7 +379,8 @@ class RocksDbStore final : public Store {
         handles_(std::move(handles)),
         log_cf_(handles_[1]),
         checkpoint_cf_(handles_[2]),
-        meta_cf_(handles_[3]) {}
+        meta_cf_(handles_[3]),
+        copies_cf_(handles_[4]) {}
 
   Status CheckFormat();
   Status LoadMeta();
@@ -367,11 +420,12 @@ class RocksDbStore final : public Store {
   const std::string path_;
   const RocksDbStoreOptions options_;
   const std::unique_ptr<rocksdb::DB> db_;
-  // default, log, checkpoint, meta; released before db_ is closed.
+  // default, log, checkpoint, meta, copies; released before db_ is closed.
   const std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   rocksdb::ColumnFamilyHandle* const log_cf_;
   rocksdb::ColumnFamilyHandle* const checkpoint_cf_;
   rocksdb::ColumnFamilyHandle* const meta_cf_;
+  rocksdb::ColumnFamilyHandle* const copies_cf_;
 
   // Workers are added (never removed) by BeginIncarnation and LoadMeta, so a
   // WorkerState* stays valid without the lock.
@@ -398,6 +452,7 @@ Result<std::unique_ptr<Store>> RocksDbStore::Open(const std::string& path, const
       {layout::kLogFamily, log_options},
       {layout::kCheckpointFamily, rocksdb::ColumnFamilyOptions()},
       {layout::kMetaFamily, rocksdb::ColumnFamilyOptions()},
+      {layout::kCopiesFamily, rocksdb::ColumnFamilyOptions()},
   };
   rocksdb::DB* db = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;

@@ -2,9 +2,9 @@
 //
 // Byte layout of every record:
 //
-//   magic    u32, little-endian   written raw, before the archive, so a reader
-//   version  u16, little-endian   can name and refuse a record of another
-//                                 version before cereal parses anything
+//   magic    u32, little-endian   written before the archive body, so a
+//   version  u16, little-endian   reader can name and refuse a record of
+//                                 another version before parsing anything
 //   body     a Cereal PortableBinary archive stream: the archive's byte-order
 //            flag (always 1, little-endian; anything else is rejected),
 //            then the record's fields in the order listed below.
@@ -14,6 +14,14 @@
 // the elements. Fields that do not apply to a record's kind are not encoded
 // and decode as their defaults, so every accepted record is the one canonical
 // encoding of its decoded value (the fuzz target checks this).
+//
+// The body is exactly what cereal::PortableBinaryOutputArchive (little-endian
+// option) writes for these fields, and cereal::PortableBinaryInputArchive
+// reads it back (tests/wire/format_test.cc proves both directions), but it is
+// written and read here directly: a record is sized up front, filled with
+// memcpy through a pointer, and parsed from a pointer with inline bounds
+// checks. Going through a std::streambuf and an archive cost several
+// thousand instructions per task frame, most of it per-field plumbing.
 //
 //   entry (kEntryMagic):
 //     owner u32, epoch u64, index u64, kind u8, then
@@ -26,7 +34,8 @@
 //   frame (kFrameMagic):
 //     kind u8, sender u32, sender_epoch u64, sender_epoch_start u64,
 //     dest u32, dest_epoch u64, then
-//     kTask:           seq u64, channel_seq u64, payload, deps, entries,
+//     kTask:           seq u64, channel_seq u64, delivered u64, released u64,
+//                      payload, deps, entries,
 //                      watermarks [u32 count; owner u32, committed u64]
 //     kAck:            delivered u64, released u64, watermarks
 //     kRecoveryReply:  delivered u64, released u64, entries
@@ -47,25 +56,25 @@
 
 #include "wire/format.h"
 
-#include <cereal/archives/portable_binary.hpp>
 #include <xxhash.h>
 
+#include <bit>
 #include <cassert>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <istream>
+#include <exception>
+#include <initializer_list>
 #include <limits>
 #include <new>
-#include <optional>
-#include <ostream>
-#include <streambuf>
+#include <tuple>
+#include <type_traits>
 
 namespace lstash::wire {
 namespace {
 
-using cereal::PortableBinaryInputArchive;
-using cereal::PortableBinaryOutputArchive;
+static_assert(std::endian::native == std::endian::little || std::endian::native == std::endian::big,
+              "mixed-endian hosts are not supported");
 
 constexpr std::size_t kPrefixBytes = 4 + 2;              // magic + version
 constexpr std::size_t kRecordHeaderBytes = kPrefixBytes + 1;  // + archive byte-order flag
@@ -105,63 +114,24 @@ std::string_view MagicName(std::uint32_t magic) {
   }
 }
 
+// Host order <-> little-endian (a no-op on little-endian hosts).
+template <typename T>
+constexpr T LittleEndian(T v) {
+  static_assert(std::is_unsigned_v<T>);
+  if constexpr (std::endian::native == std::endian::little || sizeof(T) == 1) {
+    return v;
+  } else if constexpr (sizeof(T) == 2) {
+    return static_cast<T>(__builtin_bswap16(v));
+  } else if constexpr (sizeof(T) == 4) {
+    return static_cast<T>(__builtin_bswap32(v));
+  } else {
+    static_assert(sizeof(T) == 8);
+    return static_cast<T>(__builtin_bswap64(v));
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Output
-
-// Appends everything the archive writes to a caller's string; avoids the
-// buffering and locale work of std::ostringstream.
-class StringSink final : public std::streambuf {
- public:
-  explicit StringSink(std::string* target) : target_(target) {}
-  void Bind(std::string* target) { target_ = target; }
-
- protected:
-  std::streamsize xsputn(const char* data, std::streamsize size) override {
-    target_->append(data, static_cast<std::size_t>(size));
-    return size;
-  }
-  int_type overflow(int_type ch) override {
-    if (!traits_type::eq_int_type(ch, traits_type::eof())) target_->push_back(traits_type::to_char_type(ch));
-    return traits_type::not_eof(ch);
-  }
-
- private:
-  std::string* target_;
-};
-
-// Building a std::ostream and an archive costs ~100 ns (locale setup), about
-// as much as encoding a whole entry, so each thread keeps one pair and points
-// it at the caller's string per record. The archive writes its byte-order
-// flag once, when constructed (into `construction_scratch`); records write
-// their own flag so each body is still a complete PortableBinary stream.
-struct EncodeContext {
-  std::string construction_scratch;
-  StringSink sink{&construction_scratch};
-  std::ostream stream{&sink};
-  PortableBinaryOutputArchive archive{stream, PortableBinaryOutputArchive::Options::LittleEndian()};
-  bool in_use = false;
-};
-
-// The thread's context, or a private one if an encoder is somehow re-entered.
-class EncodeLease {
- public:
-  EncodeLease() {
-    thread_local EncodeContext shared;
-    context_ = shared.in_use ? &fallback_.emplace() : &shared;
-    context_->in_use = true;
-  }
-  ~EncodeLease() {
-    context_->sink.Bind(&context_->construction_scratch);
-    context_->in_use = false;
-  }
-  EncodeLease(const EncodeLease&) = delete;
-  EncodeLease& operator=(const EncodeLease&) = delete;
-  EncodeContext& operator*() { return *context_; }
-
- private:
-  std::optional<EncodeContext> fallback_;
-  EncodeContext* context_;
-};
 
 [[noreturn]] void CountTooLarge(std::string_view field, std::size_t count) {
   std::fprintf(stderr, "lstash: cannot encode %.*s: %zu elements exceed the format's limit of %u\n",
@@ -169,31 +139,72 @@ class EncodeLease {
   std::abort();
 }
 
+[[noreturn]] [[gnu::cold]] [[gnu::noinline]] void SizeMismatch(std::size_t sized, std::size_t written) {
+  std::fprintf(stderr, "lstash: wire encoder bug: record sized for %zu bytes but %zu were written\n", sized, written);
+  std::abort();
+}
+
+// A byte string at least this long, named to the Writer, is appended to the
+// record rather than copied over zero-filled bytes (see Writer).
+constexpr std::size_t kAppendBytes = 2048;
+
+// Writes one record into *out. Each encoder computes the record's exact size
+// first; the writer sizes *out to it once and then fills it through a
+// pointer, so a field costs a store, not a call. Every byte of the record is
+// written, so whatever *out held before needs no clearing: std::string only
+// zero-fills growth beyond its old size, and a reused string is not filled
+// at all. So that a large payload written into a new string is not
+// zero-filled and then copied (twice the memory traffic of the copy alone),
+// an encoder may name one byte string as `large`: the record is then sized
+// without it at first, and when Bytes() reaches it, it is appended.
 class Writer {
  public:
-  // Clears *out, reserves `size_hint` bytes and writes the record header.
-  Writer(std::string* out, std::uint32_t magic, std::size_t size_hint) : context_(*lease_) {
-    out->clear();
-    out->reserve(size_hint);
-    const char prefix[kPrefixBytes] = {
-        static_cast<char>(magic & 0xff),          static_cast<char>((magic >> 8) & 0xff),
-        static_cast<char>((magic >> 16) & 0xff),  static_cast<char>((magic >> 24) & 0xff),
-        static_cast<char>(kFormatVersion & 0xff), static_cast<char>((kFormatVersion >> 8) & 0xff)};
-    out->append(prefix, kPrefixBytes);
-    context_.sink.Bind(out);
+  // Replaces *out with a `size`-byte record and writes the record header.
+  // Always inlined: out of line, it would let the Writer's address escape
+  // (see AppendLarge).
+  [[gnu::always_inline]] Writer(std::string* out, std::uint32_t magic, std::size_t size, std::string_view large = {})
+      : out_(out), size_(size) {
+    std::size_t first = size;  // bytes sized now
+    if (large.size() >= kAppendBytes && out->size() < size) [[unlikely]] {
+      large_ = large;
+      first -= large.size();
+    }
+    begin_ = Resize(out, first, size);
+    p_ = begin_;
+    end_ = begin_ + first;
+    Put<std::uint32_t>(magic);
+    Put<std::uint16_t>(kFormatVersion);
     U8(kLittleEndianFlag);
   }
+  // A size that disagrees with what was written is a bug in this file (the
+  // tests and the fuzz target run every encoder; debug builds also assert
+  // before each write, as a size too small would overrun *out).
+  ~Writer() {
+    if (p_ != end_ || large_.data() != nullptr || out_->size() != size_) {
+      SizeMismatch(size_, static_cast<std::size_t>(p_ - begin_));
+    }
+  }
+  Writer(const Writer&) = delete;
+  Writer& operator=(const Writer&) = delete;
 
-  void U8(std::uint8_t v) { context_.archive(v); }
-  void U32(std::uint32_t v) { context_.archive(v); }
-  void U64(std::uint64_t v) { context_.archive(v); }
+  void U8(std::uint8_t v) { Put(v); }
+  void U32(std::uint32_t v) { Put(v); }
+  void U64(std::uint64_t v) { Put(v); }
   void Count(std::size_t n, std::string_view field) {
     if (n > std::numeric_limits<std::uint32_t>::max()) CountTooLarge(field, n);
     U32(static_cast<std::uint32_t>(n));
   }
   void Bytes(std::string_view bytes) {
     U64(bytes.size());
-    if (!bytes.empty()) context_.archive(cereal::binary_data(bytes.data(), bytes.size()));
+    if (bytes.data() == large_.data() && bytes.size() == large_.size() && !bytes.empty()) [[unlikely]] {
+      const std::size_t at = static_cast<std::size_t>(p_ - begin_);
+      begin_ = AppendLarge(out_, at, large_, size_);
+      p_ = begin_ + at + large_.size();
+      end_ = begin_ + size_;
+      large_ = {};
+    } else {
+      Raw(bytes.data(), bytes.size());
+    }
   }
   void Deps(std::span<const Dep> deps) {
     Count(deps.size(), "deps");
@@ -224,8 +235,48 @@ class Writer {
   }
 
  private:
-  EncodeLease lease_;
-  EncodeContext& context_;
+  template <typename T>
+  void Put(T v) {
+    assert(static_cast<std::size_t>(end_ - p_) >= sizeof(T));
+    v = LittleEndian(v);
+    std::memcpy(p_, &v, sizeof v);
+    p_ += sizeof v;
+  }
+  void Raw(const char* data, std::size_t n) {
+    assert(static_cast<std::size_t>(end_ - p_) >= n);
+    if (n != 0) std::memcpy(p_, data, n);  // data may be null when n is 0
+    p_ += n;
+  }
+
+  // Sizes *out to `first` bytes, with capacity for `size`; returns its data.
+  [[gnu::always_inline]] static char* Resize(std::string* out, std::size_t first, std::size_t size) {
+    if (first != size) out->reserve(size);
+    out->resize(first);
+    return out->data();
+  }
+
+  // Writes `large` at offset `at` of a `size`-byte record: *out is cut back
+  // to the bytes before it, `large` is appended (into reserved capacity) and
+  // the rest of the record is sized (and zero-filled) after it. Returns the
+  // record's start.
+  //
+  // Helpers like this one are static so that no pointer to the Writer
+  // escapes: the compiler can then keep p_ in a register instead of
+  // reloading it after every store through it.
+  [[gnu::noinline]] static char* AppendLarge(std::string* out, std::size_t at, std::string_view large,
+                                             std::size_t size) {
+    out->resize(at);
+    out->append(large.data(), large.size());
+    out->resize(size);
+    return out->data();
+  }
+
+  std::string* out_;
+  std::size_t size_;
+  std::string_view large_;  // not yet written; empty if none
+  char* begin_;
+  char* p_;
+  char* end_;
 };
 
 std::size_t EntriesSize(std::span<const std::string_view> entries) {
@@ -237,115 +288,60 @@ std::size_t EntriesSize(std::span<const std::string_view> entries) {
 // ---------------------------------------------------------------------------
 // Input
 
-// Reads from a caller's bytes without copying them first, and remembers the
-// last read that ran past the end so the error can say where.
-class ViewSource final : public std::streambuf {
- public:
-  explicit ViewSource(std::string_view bytes) { Bind(bytes); }
-
-  void Bind(std::string_view bytes) {
-    // The get area is only read from, never written.
-    char* begin = const_cast<char*>(bytes.data());
-    setg(begin, begin, begin + bytes.size());
-    short_read_wanted_ = 0;
-  }
-  std::size_t remaining() const { return static_cast<std::size_t>(egptr() - gptr()); }
-  std::size_t offset() const { return static_cast<std::size_t>(gptr() - eback()); }
-  const char* position() const { return gptr(); }
-  const char* end() const { return egptr(); }
-  // Moves the end of readable input (to confine reads to a nested record).
-  void SetEnd(const char* end) { setg(eback(), gptr(), const_cast<char*>(end)); }
-  std::string_view Take(std::size_t n) {  // REQUIRES n <= remaining()
-    std::string_view taken(gptr(), n);
-    setg(eback(), gptr() + n, egptr());
-    return taken;
-  }
-
-  std::string ShortReadMessage() const {
-    if (short_read_wanted_ == 0) return "truncated";
-    return "truncated: needs " + std::to_string(short_read_wanted_) + " bytes at offset " +
-           std::to_string(short_read_offset_) + " but only " + std::to_string(short_read_available_) + " remain";
-  }
-
- protected:
-  std::streamsize xsgetn(char* out, std::streamsize size) override {
-    const std::size_t n = static_cast<std::size_t>(size);
-    if (n > remaining()) {
-      short_read_wanted_ = n;
-      short_read_offset_ = offset();
-      short_read_available_ = remaining();
-      return 0;  // cereal throws; nothing consumed
-    }
-    if (n != 0) std::memcpy(out, gptr(), n);
-    setg(eback(), gptr() + n, egptr());
-    return size;
-  }
-
- private:
-  std::size_t short_read_wanted_ = 0;
-  std::size_t short_read_offset_ = 0;
-  std::size_t short_read_available_ = 0;
-};
-
-constexpr char kLittleEndianFlagByte[1] = {static_cast<char>(kLittleEndianFlag)};
-
-// Like EncodeContext: one stream + archive per thread. The archive reads its
-// byte-order flag when constructed, so it is first bound to a flag saying
-// little-endian; every record's own flag is then read and checked by hand.
-struct DecodeContext {
-  ViewSource source{std::string_view(kLittleEndianFlagByte, 1)};
-  std::istream stream{&source};
-  PortableBinaryInputArchive archive{stream};
-  bool in_use = false;
-};
-
-class DecodeLease {
- public:
-  DecodeLease() {
-    thread_local DecodeContext shared;
-    context_ = shared.in_use ? &fallback_.emplace() : &shared;
-    context_->in_use = true;
-  }
-  ~DecodeLease() {
-    context_->source.Bind({});
-    context_->in_use = false;
-  }
-  DecodeLease(const DecodeLease&) = delete;
-  DecodeLease& operator=(const DecodeLease&) = delete;
-  DecodeContext& operator*() { return *context_; }
-
- private:
-  std::optional<DecodeContext> fallback_;
-  DecodeContext* context_;
-};
-
-// Thrown inside a decoder only; the decoder's boundary turns it into a Status.
+// Thrown inside a decoder only; the decoder's boundary (DecodeRecord) turns
+// it into a Status. Nothing is thrown for a valid record, so the happy path
+// pays nothing for it.
 struct DecodeFailure {
   Code code;
   std::string message;
 };
 
-[[noreturn]] void Fail(Code code, std::string message) { throw DecodeFailure{code, std::move(message)}; }
-[[noreturn]] void Corrupt(std::string message) { Fail(Code::kCorruption, std::move(message)); }
+[[noreturn]] [[gnu::cold]] [[gnu::noinline]] void Fail(Code code, std::string message) {
+  throw DecodeFailure{code, std::move(message)};
+}
+[[noreturn]] [[gnu::cold]] [[gnu::noinline]] void Corrupt(std::string message) {
+  Fail(Code::kCorruption, std::move(message));
+}
 
+// Like std::string::assign, minus the aliasing checks of _M_replace (about
+// twice the cost): `data` is never inside *out.
+inline void AssignBytes(std::string* out, const char* data, std::size_t n) {
+  out->clear();
+  out->append(data, n);
+}
+
+// Reads a record from a caller's bytes in place. Every read is bounds-checked
+// against the current end, which a nested record narrows to its own length.
 class Reader {
  public:
-  explicit Reader(DecodeContext& context) : source_(context.source), archive_(context.archive) {}
+  explicit Reader(std::string_view bytes) : begin_(bytes.data()), p_(begin_), end_(begin_ + bytes.size()) {}
 
-  ViewSource& source() { return source_; }
-  std::size_t remaining() const { return source_.remaining(); }
+  std::size_t remaining() const { return static_cast<std::size_t>(end_ - p_); }
+  const char* position() const { return p_; }
+  const char* end() const { return end_; }
+  // Moves the end of readable input (to confine reads to a nested record).
+  void SetEnd(const char* end) { end_ = end; }
 
   std::uint8_t U8() { return Read<std::uint8_t>(); }
   std::uint32_t U32() { return Read<std::uint32_t>(); }
   std::uint64_t U64() { return Read<std::uint64_t>(); }
 
+  // Consecutive fixed-width fields read after one bounds check. A short read
+  // names the first field that does not fit, as reading them one by one would.
+  template <typename... T>
+  std::tuple<T...> Fields() {
+    constexpr std::size_t kTotal = (sizeof(T) + ...);
+    if (remaining() < kTotal) [[unlikely]] ShortReadAmong({sizeof(T)...});
+    const char* q = p_;
+    p_ += kTotal;
+    return std::tuple<T...>{Load<T>(q)...};  // a braced list is evaluated left to right
+  }
+
   // A vector's element count, checked against what its elements would need.
   std::uint32_t Count(std::size_t min_element_bytes, std::string_view field) {
     const std::uint32_t n = U32();
-    if (n > remaining() / min_element_bytes) {
-      Corrupt(std::string(field) + " count " + std::to_string(n) + " needs at least " +
-              std::to_string(static_cast<std::uint64_t>(n) * min_element_bytes) + " bytes but only " +
-              std::to_string(remaining()) + " remain");
+    if (n > remaining() / min_element_bytes) [[unlikely]] {
+      BadCount(n, min_element_bytes, field);
     }
     return n;
   }
@@ -353,90 +349,144 @@ class Reader {
   // A byte string's length, checked against the bytes that remain.
   std::size_t Length(std::string_view field) {
     const std::uint64_t n = U64();
-    if (n > remaining()) {
-      Corrupt(std::string(field) + " length " + std::to_string(n) + " exceeds the " + std::to_string(remaining()) +
-              " bytes remaining");
-    }
+    if (n > remaining()) [[unlikely]] BadLength(n, field);
     return static_cast<std::size_t>(n);
   }
 
-  void Bytes(std::string* out, std::string_view field) {
-    const std::size_t n = Length(field);
-    out->resize(n);
-    if (n != 0) archive_(cereal::binary_data(out->data(), n));
+  // Steps over n bytes. REQUIRES n <= remaining().
+  const char* Take(std::size_t n) {
+    const char* taken = p_;
+    p_ += n;
+    return taken;
   }
 
+  // Validates a byte string's length and steps over it.
+  void SkipBytes(std::string_view field) { Take(Length(field)); }
+
+  // Validates a vector of deps and steps over it.
+  void SkipDeps(std::string_view field) { Take(std::size_t{Count(kDepBytes, field)} * kDepBytes); }
+
+  void Bytes(std::string* out, std::string_view field) {
+    const std::size_t n = Length(field);
+    AssignBytes(out, Take(n), n);
+  }
+
+  // Vectors of fixed-size elements: once the count is checked against the
+  // bytes that remain, every element is known to be there.
   void Deps(std::vector<Dep>* deps, std::string_view field) {
     deps->resize(Count(kDepBytes, field));
     for (Dep& d : *deps) {
-      d.owner = U32();
-      d.epoch = U64();
-      d.index = U64();
+      d.owner = Unchecked<std::uint32_t>();
+      d.epoch = Unchecked<std::uint64_t>();
+      d.index = Unchecked<std::uint64_t>();
     }
   }
 
   void Watermarks(std::vector<Watermark>* watermarks) {
     watermarks->resize(Count(kWatermarkBytes, "watermarks"));
     for (Watermark& w : *watermarks) {
-      w.owner = U32();
-      w.committed = U64();
+      w.owner = Unchecked<std::uint32_t>();
+      w.committed = Unchecked<std::uint64_t>();
     }
   }
 
   void U64Vector(std::vector<std::uint64_t>* values, std::string_view field) {
     values->resize(Count(8, field));
-    for (std::uint64_t& v : *values) v = U64();
+    for (std::uint64_t& v : *values) v = Unchecked<std::uint64_t>();
+  }
+
+  void EpochRecords(std::vector<EpochRecord>* epochs) {
+    epochs->resize(Count(kEpochRecordBytes, "epochs"));
+    for (EpochRecord& e : *epochs) {
+      e.epoch = Unchecked<std::uint64_t>();
+      e.start = Unchecked<std::uint64_t>();
+    }
   }
 
   // Magic, version and the archive's byte-order flag.
   void RecordHeader(std::uint32_t magic) {
-    if (remaining() < kPrefixBytes) {
-      Corrupt("truncated: " + std::to_string(remaining()) + " bytes cannot hold the " +
-              std::to_string(kPrefixBytes) + "-byte record header");
-    }
-    const std::string_view prefix = source_.Take(kPrefixBytes);
-    const auto byte = [&](std::size_t i) { return static_cast<std::uint32_t>(static_cast<unsigned char>(prefix[i])); };
-    const std::uint32_t seen_magic = byte(0) | byte(1) << 8 | byte(2) << 16 | byte(3) << 24;
-    const std::uint16_t seen_version = static_cast<std::uint16_t>(byte(4) | byte(5) << 8);
-    if (seen_magic != magic) {
-      Corrupt("bad magic " + Hex32(seen_magic) + " (" + std::string(MagicName(seen_magic)) + "); expected " +
-              Hex32(magic) + " (" + std::string(MagicName(magic)) + ")");
-    }
-    if (seen_version != kFormatVersion) {
-      Fail(Code::kFailedPrecondition, "format version " + std::to_string(seen_version) +
-                                          " is not supported (this build reads version " +
-                                          std::to_string(kFormatVersion) + ")");
-    }
+    if (remaining() < kPrefixBytes) [[unlikely]] ShortPrefix();
+    const std::uint32_t seen_magic = Unchecked<std::uint32_t>();
+    const std::uint16_t seen_version = Unchecked<std::uint16_t>();
+    if (seen_magic != magic) [[unlikely]] BadMagic(seen_magic, magic);
+    if (seen_version != kFormatVersion) [[unlikely]] BadVersion(seen_version);
     const std::uint8_t flag = U8();
-    if (flag != kLittleEndianFlag) {
-      Corrupt("bad byte-order flag " + std::to_string(flag) + " (expected " + std::to_string(kLittleEndianFlag) +
-              ", little-endian)");
-    }
+    if (flag != kLittleEndianFlag) [[unlikely]] BadFlag(flag);
   }
 
   void ExpectEnd() {
-    if (remaining() != 0) Corrupt(std::to_string(remaining()) + " trailing bytes after the record");
+    if (p_ != end_) [[unlikely]] Corrupt(std::to_string(remaining()) + " trailing bytes after the record");
   }
 
  private:
   template <typename T>
   T Read() {
+    if (remaining() < sizeof(T)) [[unlikely]] ShortRead(sizeof(T));
+    return Unchecked<T>();
+  }
+  template <typename T>
+  T Unchecked() {
+    return Load<T>(p_);
+  }
+  template <typename T>
+  static T Load(const char*& q) {
     T v;
-    archive_(v);
-    return v;
+    std::memcpy(&v, q, sizeof v);
+    q += sizeof v;
+    return LittleEndian(v);
   }
 
-  ViewSource& source_;
-  PortableBinaryInputArchive& archive_;
+  // The failure paths, out of line so the reads above stay small.
+  [[noreturn]] [[gnu::cold]] [[gnu::noinline]] void ShortRead(std::size_t wanted, std::size_t skipped = 0) const {
+    Corrupt("truncated: needs " + std::to_string(wanted) + " bytes at offset " +
+            std::to_string(static_cast<std::size_t>(p_ - begin_) + skipped) + " but only " +
+            std::to_string(remaining() - skipped) + " remain");
+  }
+  [[noreturn]] [[gnu::cold]] [[gnu::noinline]] void ShortReadAmong(std::initializer_list<std::size_t> sizes) const {
+    std::size_t skipped = 0;
+    for (std::size_t size : sizes) {
+      if (remaining() - skipped < size) ShortRead(size, skipped);
+      skipped += size;
+    }
+    std::abort();  // unreachable: the sizes add up to more than remain
+  }
+  [[noreturn]] [[gnu::cold]] [[gnu::noinline]] void ShortPrefix() const {
+    Corrupt("truncated: " + std::to_string(remaining()) + " bytes cannot hold the " + std::to_string(kPrefixBytes) +
+            "-byte record header");
+  }
+  [[noreturn]] [[gnu::cold]] [[gnu::noinline]] void BadCount(std::uint32_t n, std::size_t min_element_bytes,
+                                                               std::string_view field) const {
+    Corrupt(std::string(field) + " count " + std::to_string(n) + " needs at least " +
+            std::to_string(static_cast<std::uint64_t>(n) * min_element_bytes) + " bytes but only " +
+            std::to_string(remaining()) + " remain");
+  }
+  [[noreturn]] [[gnu::cold]] [[gnu::noinline]] void BadLength(std::uint64_t n, std::string_view field) const {
+    Corrupt(std::string(field) + " length " + std::to_string(n) + " exceeds the " + std::to_string(remaining()) +
+            " bytes remaining");
+  }
+  [[noreturn]] [[gnu::cold]] [[gnu::noinline]] static void BadMagic(std::uint32_t seen, std::uint32_t expected) {
+    Corrupt("bad magic " + Hex32(seen) + " (" + std::string(MagicName(seen)) + "); expected " + Hex32(expected) +
+            " (" + std::string(MagicName(expected)) + ")");
+  }
+  [[noreturn]] [[gnu::cold]] [[gnu::noinline]] static void BadVersion(std::uint16_t seen) {
+    Fail(Code::kFailedPrecondition, "format version " + std::to_string(seen) +
+                                        " is not supported (this build reads version " +
+                                        std::to_string(kFormatVersion) + ")");
+  }
+  [[noreturn]] [[gnu::cold]] [[gnu::noinline]] static void BadFlag(std::uint8_t flag) {
+    Corrupt("bad byte-order flag " + std::to_string(flag) + " (expected " + std::to_string(kLittleEndianFlag) +
+            ", little-endian)");
+  }
+
+  const char* begin_;  // offsets in messages are from here
+  const char* p_;
+  const char* end_;
 };
 
 // Runs `body` over `bytes` with every failure turned into a Status prefixed
 // with `what`; nothing thrown inside escapes.
 template <typename Body>
 Status DecodeRecord(std::string_view bytes, std::string_view what, Body&& body) {
-  DecodeLease lease;
-  DecodeContext& context = *lease;
-  context.source.Bind(bytes);
   const auto error = [&](Code code, std::string_view message) {
     std::string full(what);
     full += ": ";
@@ -444,14 +494,12 @@ Status DecodeRecord(std::string_view bytes, std::string_view what, Body&& body) 
     return Status(code, full);
   };
   try {
-    Reader reader(context);
+    Reader reader(bytes);
     body(reader);
     reader.ExpectEnd();
     return Status::OK();
   } catch (const DecodeFailure& failure) {
     return error(failure.code, failure.message);
-  } catch (const cereal::Exception&) {
-    return error(Code::kCorruption, context.source.ShortReadMessage());
   } catch (const std::bad_alloc&) {
     return error(Code::kResourceExhausted, "out of memory");
   } catch (const std::exception& e) {
@@ -461,83 +509,117 @@ Status DecodeRecord(std::string_view bytes, std::string_view what, Body&& body) 
   }
 }
 
+[[noreturn]] [[gnu::cold]] [[gnu::noinline]] void UnknownEntryFlags(std::uint8_t flags) {
+  Corrupt("unknown entry flags " + std::to_string(flags));
+}
+[[noreturn]] [[gnu::cold]] [[gnu::noinline]] void UnknownValueKind(std::uint8_t kind) {
+  Corrupt("unknown value kind " + std::to_string(kind));
+}
+[[noreturn]] [[gnu::cold]] [[gnu::noinline]] void UnknownEntryKind(std::uint8_t kind) {
+  Corrupt("unknown entry kind " + std::to_string(kind));
+}
+
+ValueKind ReadValueKind(Reader& r) {
+  const std::uint8_t value_kind = r.U8();
+  if (value_kind < static_cast<std::uint8_t>(ValueKind::kRandom) ||
+      value_kind > static_cast<std::uint8_t>(ValueKind::kChoice)) [[unlikely]] {
+    UnknownValueKind(value_kind);
+  }
+  return static_cast<ValueKind>(value_kind);
+}
+
+// The fields every entry starts with and, for kExecute, those before deps.
+// Returns the kind; leaves deps, payload and value to the caller.
+EntryKind ReadEntryFront(Reader& r, LogEntry* e) {
+  std::uint8_t kind;
+  std::tie(e->owner, e->epoch, e->index, kind) = r.Fields<std::uint32_t, std::uint64_t, std::uint64_t, std::uint8_t>();
+  if (kind == static_cast<std::uint8_t>(EntryKind::kExecute)) {
+    e->kind = EntryKind::kExecute;
+    std::uint8_t flags;
+    std::tie(e->task.submitter, e->task.seq, e->channel_seq, flags) =
+        r.Fields<std::uint32_t, std::uint64_t, std::uint64_t, std::uint8_t>();
+    if ((flags & ~kKnownEntryFlags) != 0) [[unlikely]] UnknownEntryFlags(flags);
+    e->start = (flags & kFlagStart) != 0;
+    e->payload_inline = (flags & kFlagPayloadInline) != 0;
+    e->value_kind = ValueKind::kRandom;
+    return EntryKind::kExecute;
+  }
+  if (kind == static_cast<std::uint8_t>(EntryKind::kValue)) {
+    e->kind = EntryKind::kValue;
+    e->task = TaskId{};
+    e->channel_seq = 0;
+    e->start = false;
+    e->payload_inline = true;
+    e->payload_size = 0;
+    e->payload_digest = 0;
+    e->value_kind = ReadValueKind(r);
+    return EntryKind::kValue;
+  }
+  UnknownEntryKind(kind);
+}
+
 void ReadEntryBody(Reader& r, LogEntry* e) {
-  e->owner = r.U32();
-  e->epoch = r.U64();
-  e->index = r.U64();
-  const std::uint8_t kind = r.U8();
-  switch (kind) {
-    case static_cast<std::uint8_t>(EntryKind::kExecute): {
-      e->kind = EntryKind::kExecute;
-      e->task.submitter = r.U32();
-      e->task.seq = r.U64();
-      e->channel_seq = r.U64();
-      const std::uint8_t flags = r.U8();
-      if ((flags & ~kKnownEntryFlags) != 0) Corrupt("unknown entry flags " + std::to_string(flags));
-      e->start = (flags & kFlagStart) != 0;
-      e->payload_inline = (flags & kFlagPayloadInline) != 0;
-      r.Deps(&e->deps, "deps");
-      if (e->payload_inline) {
-        r.Bytes(&e->payload, "payload");
-        e->payload_size = 0;
-        e->payload_digest = 0;
-      } else {
-        e->payload.clear();
-        e->payload_size = r.U64();
-        e->payload_digest = r.U64();
-      }
-      e->value_kind = ValueKind::kRandom;
-      e->value.clear();
-      return;
-    }
-    case static_cast<std::uint8_t>(EntryKind::kValue): {
-      e->kind = EntryKind::kValue;
-      e->task = TaskId{};
-      e->channel_seq = 0;
-      e->start = false;
-      e->deps.clear();
-      e->payload_inline = true;
-      e->payload.clear();
+  if (ReadEntryFront(r, e) == EntryKind::kExecute) {
+    r.Deps(&e->deps, "deps");
+    if (e->payload_inline) {
+      r.Bytes(&e->payload, "payload");
       e->payload_size = 0;
       e->payload_digest = 0;
-      const std::uint8_t value_kind = r.U8();
-      if (value_kind < static_cast<std::uint8_t>(ValueKind::kRandom) ||
-          value_kind > static_cast<std::uint8_t>(ValueKind::kChoice)) {
-        Corrupt("unknown value kind " + std::to_string(value_kind));
-      }
-      e->value_kind = static_cast<ValueKind>(value_kind);
-      r.Bytes(&e->value, "value");
-      return;
+    } else {
+      e->payload.clear();
+      e->payload_size = r.U64();
+      e->payload_digest = r.U64();
     }
-    default:
-      Corrupt("unknown entry kind " + std::to_string(kind));
+    e->value.clear();
+  } else {
+    e->deps.clear();
+    e->payload.clear();
+    r.Bytes(&e->value, "value");
+  }
+}
+
+// Like ReadEntryBody, but only the fields a receiver needs to hold the entry
+// are kept; deps, payload and value are validated and stepped over without
+// allocating, and left empty.
+void ReadEntryHeader(Reader& r, LogEntry* e) {
+  e->deps.clear();
+  e->payload.clear();
+  e->value.clear();
+  if (ReadEntryFront(r, e) == EntryKind::kExecute) {
+    r.SkipDeps("deps");
+    if (e->payload_inline) {
+      r.SkipBytes("payload");
+      e->payload_size = 0;
+      e->payload_digest = 0;
+    } else {
+      e->payload_size = r.U64();
+      e->payload_digest = r.U64();
+    }
+  } else {
+    r.SkipBytes("value");
   }
 }
 
 // Each nested entry is decoded in place, confined to its own length, so that
-// a frame costs one pass and no extra stream setup per entry.
+// a frame costs one pass over its bytes.
 void ReadNestedEntries(Reader& r, std::vector<WireEntry>* entries) {
   const std::uint32_t count = r.Count(kMinNestedEntryBytes, "entries");
   entries->resize(count);
-  ViewSource& source = r.source();
   for (std::uint32_t i = 0; i < count; ++i) {
-    const auto context = [&] { return "entry " + std::to_string(i) + " of " + std::to_string(count) + ": "; };
     try {
       WireEntry& wire = (*entries)[i];
       const std::size_t length = r.Length("entry");
-      const char* start = source.position();
-      const char* outer_end = source.end();
-      source.SetEnd(start + length);
+      const char* start = r.position();
+      const char* outer_end = r.end();
+      r.SetEnd(start + length);
       r.RecordHeader(kEntryMagic);
-      ReadEntryBody(r, &wire.entry);
+      ReadEntryHeader(r, &wire.entry);
       r.ExpectEnd();
-      source.SetEnd(outer_end);
-      wire.bytes.assign(start, length);
+      r.SetEnd(outer_end);
+      AssignBytes(&wire.bytes, start, length);
     } catch (DecodeFailure& failure) {
-      failure.message.insert(0, context());
+      failure.message.insert(0, "entry " + std::to_string(i) + " of " + std::to_string(count) + ": ");
       throw;
-    } catch (const cereal::Exception&) {
-      Corrupt(context() + source.ShortReadMessage());
     }
   }
 }
@@ -555,7 +637,10 @@ void EncodeEntry(const LogEntry& entry, std::string* out) {
   } else {
     size += 1 + kLengthBytes + entry.value.size();
   }
-  Writer w(out, kEntryMagic, size);
+  Writer w(out, kEntryMagic, size,
+           entry.kind != EntryKind::kExecute ? std::string_view(entry.value)
+           : entry.payload_inline           ? std::string_view(entry.payload)
+                                            : std::string_view());
   w.U32(entry.owner);
   w.U64(entry.epoch);
   w.U64(entry.index);
@@ -589,18 +674,20 @@ Status DecodeEntry(std::string_view bytes, LogEntry* out) {
 // Frames
 
 void EncodeTaskFrame(const FrameHeader& header, std::uint64_t seq, std::uint64_t channel_seq,
-                     std::string_view payload, std::span<const Dep> deps,
-                     std::span<const std::string_view> entries, std::span<const Watermark> watermarks,
-                     std::string* out) {
-  const std::size_t size = kRecordHeaderBytes + kFrameHeaderBytes + 8 + 8 + kLengthBytes + payload.size() +
+                     std::uint64_t delivered, std::uint64_t released, std::string_view payload,
+                     std::span<const Dep> deps, std::span<const std::string_view> entries,
+                     std::span<const Watermark> watermarks, std::string* out) {
+  const std::size_t size = kRecordHeaderBytes + kFrameHeaderBytes + 8 + 8 + 8 + 8 + kLengthBytes + payload.size() +
                            kCountBytes + deps.size() * kDepBytes + EntriesSize(entries) + kCountBytes +
                            watermarks.size() * kWatermarkBytes;
-  Writer w(out, kFrameMagic, size);
+  Writer w(out, kFrameMagic, size, payload);
   FrameHeader task_header = header;
   task_header.kind = FrameKind::kTask;
   w.Header(task_header);
   w.U64(seq);
   w.U64(channel_seq);
+  w.U64(delivered);
+  w.U64(released);
   w.Bytes(payload);
   w.Deps(deps);
   w.Entries(entries);
@@ -649,24 +736,24 @@ Status DecodeFrame(std::string_view bytes, DecodedFrame* out) {
     }
     FrameHeader& h = out->header;
     h.kind = static_cast<FrameKind>(kind);
-    h.sender = r.U32();
-    h.sender_epoch = r.U64();
-    h.sender_epoch_start = r.U64();
-    h.dest = r.U32();
-    h.dest_epoch = r.U64();
+    std::tie(h.sender, h.sender_epoch, h.sender_epoch_start, h.dest, h.dest_epoch) =
+        r.Fields<std::uint32_t, std::uint64_t, std::uint64_t, std::uint32_t, std::uint64_t>();
 
-    // Fields the kind does not carry read as their defaults.
-    out->seq = 0;
-    out->channel_seq = 0;
-    out->payload.clear();
-    out->deps.clear();
-    out->watermarks.clear();
-    out->delivered = 0;
-    out->released = 0;
+    // Fields the kind does not carry read as their defaults. A task frame
+    // sets every field, and resizes (rather than clears and regrows) what a
+    // reused frame already holds.
+    if (h.kind != FrameKind::kTask) {
+      out->seq = 0;
+      out->channel_seq = 0;
+      out->payload.clear();
+      out->deps.clear();
+      out->delivered = 0;
+      out->released = 0;
+    }
     switch (h.kind) {
       case FrameKind::kTask:
-        out->seq = r.U64();
-        out->channel_seq = r.U64();
+        std::tie(out->seq, out->channel_seq, out->delivered, out->released) =
+            r.Fields<std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t>();
         r.Bytes(&out->payload, "payload");
         r.Deps(&out->deps, "deps");
         ReadNestedEntries(r, &out->entries);
@@ -679,12 +766,14 @@ Status DecodeFrame(std::string_view bytes, DecodedFrame* out) {
         r.Watermarks(&out->watermarks);
         return;
       case FrameKind::kRecoveryReply:
+        out->watermarks.clear();
         out->delivered = r.U64();
         out->released = r.U64();
         ReadNestedEntries(r, &out->entries);
         return;
       case FrameKind::kRecoveryRequest:
       case FrameKind::kEpochNotice:
+        out->watermarks.clear();
         out->entries.clear();
         return;
     }
@@ -701,7 +790,7 @@ void EncodeCheckpoint(const CheckpointRecord& record, std::string* out) {
   for (const OutboxMessage& m : record.outbox) {
     size += kMinOutboxMessageBytes + m.payload.size() + kDepBytes * m.deps.size();
   }
-  Writer w(out, kCheckpointMagic, size);
+  Writer w(out, kCheckpointMagic, size, record.snapshot);
   w.U32(record.worker);
   w.U64(record.epoch);
   w.U64(record.at);
@@ -783,11 +872,7 @@ Status DecodeEpochs(std::string_view bytes, std::vector<EpochRecord>* out) {
   return DecodeRecord(bytes, "epochs record", [&](Reader& r) {
     r.RecordHeader(kMetaMagic);
     ReadMetaTag(r, MetaTag::kEpochs);
-    out->resize(r.Count(kEpochRecordBytes, "epochs"));
-    for (EpochRecord& e : *out) {
-      e.epoch = r.U64();
-      e.start = r.U64();
-    }
+    r.EpochRecords(out);
   });
 }
 

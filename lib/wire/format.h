@@ -97,7 +97,11 @@ struct Watermark {
   friend bool operator==(const Watermark&, const Watermark&) = default;
 };
 
-// A piggybacked or gathered entry: its decoded form and its exact bytes.
+// A piggybacked or gathered entry: its exact bytes, fully validated, and the
+// fields a holder needs (owner, epoch, index, kind; for kExecute also task,
+// channel_seq, start, payload_inline and the payload size/digest). deps,
+// payload and value are left empty: decode `bytes` with DecodeEntry when the
+// whole entry is needed (recovery).
 struct WireEntry {
   LogEntry entry;
   std::string bytes;
@@ -114,7 +118,9 @@ struct DecodedFrame {
   std::vector<WireEntry> entries;
   // kTask, kAck
   std::vector<Watermark> watermarks;
-  // kAck, kRecoveryReply: positions on the dest->sender... see core docs
+  // kTask, kAck, kRecoveryReply: the sender's acknowledgement of the channel
+  // in the other direction (dest -> sender): the last channel sequence number
+  // it holds, and the last it will never need resent.
   std::uint64_t delivered = 0;
   std::uint64_t released = 0;
 };
@@ -122,9 +128,9 @@ struct DecodedFrame {
 // Encoders append to *out (after clearing it). `entries` are already-encoded
 // entries (EncodeEntry output), copied verbatim.
 void EncodeTaskFrame(const FrameHeader& header, std::uint64_t seq, std::uint64_t channel_seq,
-                     std::string_view payload, std::span<const Dep> deps,
-                     std::span<const std::string_view> entries, std::span<const Watermark> watermarks,
-                     std::string* out);
+                     std::uint64_t delivered, std::uint64_t released, std::string_view payload,
+                     std::span<const Dep> deps, std::span<const std::string_view> entries,
+                     std::span<const Watermark> watermarks, std::string* out);
 void EncodeAckFrame(const FrameHeader& header, std::uint64_t delivered, std::uint64_t released,
                     std::span<const Watermark> watermarks, std::string* out);
 void EncodeRecoveryReplyFrame(const FrameHeader& header, std::uint64_t delivered, std::uint64_t released,

@@ -31,7 +31,8 @@ std::string EncodeFrame(const DecodedFrame& f) {
   std::string out;
   switch (f.header.kind) {
     case FrameKind::kTask:
-      EncodeTaskFrame(f.header, f.seq, f.channel_seq, f.payload, f.deps, entries, f.watermarks, &out);
+      EncodeTaskFrame(f.header, f.seq, f.channel_seq, f.delivered, f.released, f.payload, f.deps, entries,
+                      f.watermarks, &out);
       break;
     case FrameKind::kAck:
       EncodeAckFrame(f.header, f.delivered, f.released, f.watermarks, &out);
@@ -55,9 +56,16 @@ bool SameFrame(const DecodedFrame& a, const DecodedFrame& b) {
   }
   for (std::size_t i = 0; i < a.entries.size(); ++i) {
     if (!(a.entries[i].entry == b.entries[i].entry) || a.entries[i].bytes != b.entries[i].bytes) return false;
-    // Each nested entry must also stand alone.
+    // Each nested entry must also stand alone, and agree with the fields
+    // the frame decoder kept of it (all but deps, payload and value).
     LogEntry alone;
-    if (!DecodeEntry(a.entries[i].bytes, &alone).ok() || !(alone == a.entries[i].entry)) return false;
+    if (!DecodeEntry(a.entries[i].bytes, &alone).ok()) return false;
+    const LogEntry& kept = a.entries[i].entry;
+    if (!kept.deps.empty() || !kept.payload.empty() || !kept.value.empty()) return false;
+    alone.deps.clear();
+    alone.payload.clear();
+    alone.value.clear();
+    if (!(alone == kept)) return false;
   }
   return true;
 }

@@ -38,16 +38,16 @@ class FaultyStore final : public StoreWrapper {
   FaultyStore(Store* target, std::uint64_t seed, std::uint32_t percent)
       : StoreWrapper(target), rng_(seed), percent_(percent) {}
 
-  Status Append(WorkerId w, Epoch e, std::span<const LogRecord> r) override {
+  Status Append(WorkerId w, Epoch e, std::span<const LogRecord> r, std::span<const LineageCopy> c) override {
     switch (Roll()) {
       case Fault::kLoseRequest: return Unavailable("injected: append request lost");
       case Fault::kLoseResponse: {
-        Status s = target()->Append(w, e, r);
+        Status s = target()->Append(w, e, r, c);
         return s.ok() ? Unavailable("injected: append response lost") : s;
       }
       case Fault::kNone: break;
     }
-    return target()->Append(w, e, r);
+    return target()->Append(w, e, r, c);
   }
 
   Status PutCheckpoint(WorkerId w, Epoch e, LogIndex at, std::string_view r) override {
@@ -374,7 +374,7 @@ bool Simulation::Quiescent() {
     Pump(w);
     if (RunTask(w, false) || aborted_) return false;
   }
-  TickAll(c_.workers ? 31 * kMillis : 0);
+  TickAll(1000 * kMillis);  // past any resend backoff
   return InFlight() == 0;
 }
 

@@ -13,6 +13,7 @@
 #include <fstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -180,11 +181,11 @@ TYPED_TEST(StoreTest, EpochsListsIncarnationsOldestFirstWithTheirStarts) {
 TYPED_TEST(StoreTest, OlderIncarnationIsFencedFromEveryWrite) {
   Store* store = this->store_.get();
   Epoch e1 = this->Begin(3);
-  STORE_ASSERT_OK(store->Append(3, e1, Records(3, 1, 2)));
+  STORE_ASSERT_OK(store->Append(3, e1, Records(3, 1, 2), {}));
   Epoch e2 = this->Begin(3);
   ASSERT_EQ(e2, 2u);
 
-  Status s = store->Append(3, e1, Records(3, 3, 3));
+  Status s = store->Append(3, e1, Records(3, 3, 3), {});
   EXPECT_EQ(s.code(), Code::kFailedPrecondition) << s.ToString();
   EXPECT_THAT(std::string(s.message()), HasSubstr("worker 3 incarnation 1 is fenced (current incarnation 2)"));
   s = store->SetEpochStart(3, e1, 5);
@@ -201,22 +202,22 @@ TYPED_TEST(StoreTest, OlderIncarnationIsFencedFromEveryWrite) {
   EXPECT_FALSE(checkpoint.has_value());
 
   // The live incarnation writes on.
-  STORE_ASSERT_OK(store->Append(3, e2, Records(3, 3, 3)));
+  STORE_ASSERT_OK(store->Append(3, e2, Records(3, 3, 3), {}));
   EXPECT_EQ(Committed(store, 3), 3u);
 }
 
 TYPED_TEST(StoreTest, IncarnationsNeverBegunCannotWrite) {
   Store* store = this->store_.get();
-  EXPECT_EQ(store->Append(4, 1, Records(4, 1, 1)).code(), Code::kFailedPrecondition);
+  EXPECT_EQ(store->Append(4, 1, Records(4, 1, 1), {}).code(), Code::kFailedPrecondition);
   EXPECT_EQ(store->SetEpochStart(4, 1, 1).code(), Code::kFailedPrecondition);
   EXPECT_EQ(store->PutCheckpoint(4, 1, 0, "x").code(), Code::kFailedPrecondition);
 
   Epoch e1 = this->Begin(4);
-  Status s = store->Append(4, e1 + 1, Records(4, 1, 1));
+  Status s = store->Append(4, e1 + 1, Records(4, 1, 1), {});
   EXPECT_EQ(s.code(), Code::kFailedPrecondition) << s.ToString();
   EXPECT_THAT(std::string(s.message()), HasSubstr("worker 4 incarnation 2"));
   EXPECT_EQ(store->SetEpochStart(4, e1 + 1, 1).code(), Code::kFailedPrecondition);
-  EXPECT_EQ(store->Append(4, 0, Records(4, 1, 1)).code(), Code::kFailedPrecondition);
+  EXPECT_EQ(store->Append(4, 0, Records(4, 1, 1), {}).code(), Code::kFailedPrecondition);
   EXPECT_EQ(Committed(store, 4), 0u);
   EXPECT_THAT(ReadAll(store, 4), IsEmpty());
 }
@@ -224,12 +225,12 @@ TYPED_TEST(StoreTest, IncarnationsNeverBegunCannotWrite) {
 TYPED_TEST(StoreTest, AppendRejectsMalformedBatches) {
   Store* store = this->store_.get();
   Epoch e = this->Begin(1);
-  EXPECT_EQ(store->Append(1, e, {}).code(), Code::kInvalidArgument);
-  EXPECT_EQ(store->Append(1, e, Records(1, 0, 2)).code(), Code::kInvalidArgument);
+  EXPECT_EQ(store->Append(1, e, {}, {}).code(), Code::kInvalidArgument);
+  EXPECT_EQ(store->Append(1, e, Records(1, 0, 2), {}).code(), Code::kInvalidArgument);
   std::vector<LogRecord> skipping = {{1, "a"}, {3, "c"}};
-  EXPECT_EQ(store->Append(1, e, skipping).code(), Code::kInvalidArgument);
+  EXPECT_EQ(store->Append(1, e, skipping, {}).code(), Code::kInvalidArgument);
   std::vector<LogRecord> backwards = {{2, "b"}, {1, "a"}};
-  EXPECT_EQ(store->Append(1, e, backwards).code(), Code::kInvalidArgument);
+  EXPECT_EQ(store->Append(1, e, backwards, {}).code(), Code::kInvalidArgument);
   EXPECT_EQ(Committed(store, 1), 0u);
   EXPECT_THAT(ReadAll(store, 1), IsEmpty());
 }
@@ -237,28 +238,28 @@ TYPED_TEST(StoreTest, AppendRejectsMalformedBatches) {
 TYPED_TEST(StoreTest, AppendRejectsAGapAfterTheCommittedIndex) {
   Store* store = this->store_.get();
   Epoch e = this->Begin(1);
-  Status s = store->Append(1, e, Records(1, 2, 3));  // nothing committed yet
+  Status s = store->Append(1, e, Records(1, 2, 3), {});  // nothing committed yet
   EXPECT_EQ(s.code(), Code::kFailedPrecondition) << s.ToString();
 
-  STORE_ASSERT_OK(store->Append(1, e, Records(1, 1, 3)));
-  s = store->Append(1, e, Records(1, 5, 6));
+  STORE_ASSERT_OK(store->Append(1, e, Records(1, 1, 3), {}));
+  s = store->Append(1, e, Records(1, 5, 6), {});
   EXPECT_EQ(s.code(), Code::kFailedPrecondition) << s.ToString();
   EXPECT_EQ(Committed(store, 1), 3u);
   EXPECT_THAT(Flatten(ReadAll(store, 1)), Expected(1, 1, 3));
 
-  STORE_ASSERT_OK(store->Append(1, e, Records(1, 4, 6)));
+  STORE_ASSERT_OK(store->Append(1, e, Records(1, 4, 6), {}));
   EXPECT_EQ(Committed(store, 1), 6u);
 }
 
 TYPED_TEST(StoreTest, AppendAcceptsOverlapAndCommittedIndexOnlyGrows) {
   Store* store = this->store_.get();
   Epoch e = this->Begin(1);
-  STORE_ASSERT_OK(store->Append(1, e, Records(1, 1, 5)));
-  STORE_ASSERT_OK(store->Append(1, e, Records(1, 3, 8)));
+  STORE_ASSERT_OK(store->Append(1, e, Records(1, 1, 5), {}));
+  STORE_ASSERT_OK(store->Append(1, e, Records(1, 3, 8), {}));
   EXPECT_EQ(Committed(store, 1), 8u);
-  STORE_ASSERT_OK(store->Append(1, e, Records(1, 2, 4)));  // wholly committed already
+  STORE_ASSERT_OK(store->Append(1, e, Records(1, 2, 4), {}));  // wholly committed already
   EXPECT_EQ(Committed(store, 1), 8u);
-  STORE_ASSERT_OK(store->Append(1, e, Records(1, 8, 8)));
+  STORE_ASSERT_OK(store->Append(1, e, Records(1, 8, 8), {}));
   EXPECT_EQ(Committed(store, 1), 8u);
   EXPECT_THAT(Flatten(ReadAll(store, 1)), Expected(1, 1, 8));
 }
@@ -268,9 +269,9 @@ TYPED_TEST(StoreTest, ReadLogStartsAtTheGivenIndexAndStaysInTheWorkersLog) {
   // Workers 1, 2 and 256 have neighbouring keys; 300 entries cross a byte
   // boundary of the index.
   for (WorkerId w : {1u, 2u, 256u}) this->Begin(w);
-  STORE_ASSERT_OK(store->Append(1, 1, Records(1, 1, 300)));
-  STORE_ASSERT_OK(store->Append(2, 1, Records(2, 1, 3)));
-  STORE_ASSERT_OK(store->Append(256, 1, Records(256, 1, 2)));
+  STORE_ASSERT_OK(store->Append(1, 1, Records(1, 1, 300), {}));
+  STORE_ASSERT_OK(store->Append(2, 1, Records(2, 1, 3), {}));
+  STORE_ASSERT_OK(store->Append(256, 1, Records(256, 1, 2), {}));
 
   EXPECT_THAT(Flatten(ReadAll(store, 1, 0)), Expected(1, 1, 300));
   EXPECT_THAT(Flatten(ReadAll(store, 1, 1)), Expected(1, 1, 300));
@@ -290,8 +291,8 @@ TYPED_TEST(StoreTest, ReadLogStartsAtTheGivenIndexAndStaysInTheWorkersLog) {
 TYPED_TEST(StoreTest, ReadCommittedReportsEachWorkerAndZeroForUnknown) {
   Store* store = this->store_.get();
   for (WorkerId w : {0u, 1u, 2u}) this->Begin(w);
-  STORE_ASSERT_OK(store->Append(0, 1, Records(0, 1, 4)));
-  STORE_ASSERT_OK(store->Append(2, 1, Records(2, 1, 7)));
+  STORE_ASSERT_OK(store->Append(0, 1, Records(0, 1, 4), {}));
+  STORE_ASSERT_OK(store->Append(2, 1, Records(2, 1, 7), {}));
 
   std::vector<WorkerId> workers = {2, 9, 0, 1, 2};
   std::vector<LogIndex> out(workers.size(), 123);
@@ -306,8 +307,8 @@ TYPED_TEST(StoreTest, CheckpointDeletesTheLogUpToItsIndex) {
   Store* store = this->store_.get();
   Epoch e = this->Begin(1);
   this->Begin(2);
-  STORE_ASSERT_OK(store->Append(1, e, Records(1, 1, 10)));
-  STORE_ASSERT_OK(store->Append(2, 1, Records(2, 1, 10)));
+  STORE_ASSERT_OK(store->Append(1, e, Records(1, 1, 10), {}));
+  STORE_ASSERT_OK(store->Append(2, 1, Records(2, 1, 10), {}));
 
   STORE_ASSERT_OK(store->PutCheckpoint(1, e, 6, "snap"));
   EXPECT_THAT(Flatten(ReadAll(store, 1)), Expected(1, 7, 10));
@@ -316,21 +317,72 @@ TYPED_TEST(StoreTest, CheckpointDeletesTheLogUpToItsIndex) {
 
   // Re-appending folded entries (as a recovering worker may) does not bring
   // them back.
-  STORE_ASSERT_OK(store->Append(1, e, Records(1, 5, 11)));
+  STORE_ASSERT_OK(store->Append(1, e, Records(1, 5, 11), {}));
   EXPECT_THAT(Flatten(ReadAll(store, 1)), Expected(1, 7, 11));
 
   // Folding everything leaves an empty log and the committed index at `at`.
   STORE_ASSERT_OK(store->PutCheckpoint(1, e, 11, "snap2"));
   EXPECT_THAT(ReadAll(store, 1), IsEmpty());
   EXPECT_EQ(Committed(store, 1), 11u);
-  STORE_ASSERT_OK(store->Append(1, e, Records(1, 12, 12)));
+  STORE_ASSERT_OK(store->Append(1, e, Records(1, 12, 12), {}));
   EXPECT_THAT(Flatten(ReadAll(store, 1)), Expected(1, 12, 12));
+}
+
+std::vector<std::tuple<WorkerId, LogIndex, Epoch, std::string>> FlattenCopies(const std::vector<LineageCopy>& copies) {
+  std::vector<std::tuple<WorkerId, LogIndex, Epoch, std::string>> out;
+  for (const LineageCopy& c : copies) out.emplace_back(c.owner, c.index, c.epoch, c.bytes);
+  return out;
+}
+
+std::vector<LineageCopy> ReadCopiesOf(Store* store, WorkerId owner, LogIndex from = 0) {
+  std::vector<LineageCopy> out;
+  Status s = store->ReadCopies(owner, from, &out);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  return out;
+}
+
+TYPED_TEST(StoreTest, LineageCopiesAreStoredWithTheAppendAndDroppedOnceTheirOwnerCommits) {
+  Store* store = this->store_.get();
+  Epoch e1 = this->Begin(1);
+  Epoch e2 = this->Begin(2);
+  // Worker 1 stores its entries with copies of worker 2's entries 3..5.
+  std::vector<LineageCopy> copies = {{2, e2, 3, EntryBytes(2, 3)}, {2, e2, 4, EntryBytes(2, 4)},
+                                     {2, e2, 5, EntryBytes(2, 5, "old")}};
+  STORE_ASSERT_OK(store->Append(1, e1, Records(1, 1, 2), copies));
+  EXPECT_THAT(FlattenCopies(ReadCopiesOf(store, 2)),
+              ElementsAre(std::make_tuple(2u, 3u, e2, EntryBytes(2, 3)), std::make_tuple(2u, 4u, e2, EntryBytes(2, 4)),
+                          std::make_tuple(2u, 5u, e2, EntryBytes(2, 5, "old"))));
+  EXPECT_THAT(FlattenCopies(ReadCopiesOf(store, 2, 4)),
+              ElementsAre(std::make_tuple(2u, 4u, e2, EntryBytes(2, 4)),
+                          std::make_tuple(2u, 5u, e2, EntryBytes(2, 5, "old"))));
+  EXPECT_THAT(ReadCopiesOf(store, 1), IsEmpty());
+  EXPECT_THAT(ReadCopiesOf(store, 3), IsEmpty());
+
+  // Once worker 2 commits through 4 its copies up to 4 are garbage; a
+  // checkpoint deletes them.
+  STORE_ASSERT_OK(store->Append(2, e2, Records(2, 1, 4), {}));
+  EXPECT_THAT(FlattenCopies(ReadCopiesOf(store, 2, 5)),
+              ElementsAre(std::make_tuple(2u, 5u, e2, EntryBytes(2, 5, "old"))));
+  STORE_ASSERT_OK(store->PutCheckpoint(2, e2, 4, "snap"));
+  EXPECT_THAT(FlattenCopies(ReadCopiesOf(store, 2)),
+              ElementsAre(std::make_tuple(2u, 5u, e2, EntryBytes(2, 5, "old"))));
+  // Copies of entries their owner already committed are not stored at all.
+  STORE_ASSERT_OK(store->Append(1, e1, Records(1, 3, 3), std::vector<LineageCopy>{{2, e2, 2, EntryBytes(2, 2)}}));
+  EXPECT_THAT(FlattenCopies(ReadCopiesOf(store, 2)),
+              ElementsAre(std::make_tuple(2u, 5u, e2, EntryBytes(2, 5, "old"))));
+  // Copies are part of a fenced write: an older incarnation cannot add any.
+  Epoch e1b = this->Begin(1);
+  EXPECT_EQ(store->Append(1, e1, Records(1, 4, 4), std::vector<LineageCopy>{{2, e2, 9, "x"}}).code(),
+            Code::kFailedPrecondition);
+  EXPECT_THAT(ReadCopiesOf(store, 2, 9), IsEmpty());
+  STORE_ASSERT_OK(store->Append(1, e1b, Records(1, 4, 4), std::vector<LineageCopy>{{2, e2, 9, "y"}}));
+  EXPECT_THAT(FlattenCopies(ReadCopiesOf(store, 2, 9)), ElementsAre(std::make_tuple(2u, 9u, e2, std::string("y"))));
 }
 
 TYPED_TEST(StoreTest, CheckpointMustBeCommittedAndNeverMovesBack) {
   Store* store = this->store_.get();
   Epoch e = this->Begin(1);
-  STORE_ASSERT_OK(store->Append(1, e, Records(1, 1, 5)));
+  STORE_ASSERT_OK(store->Append(1, e, Records(1, 1, 5), {}));
 
   Status s = store->PutCheckpoint(1, e, 6, "too far");
   EXPECT_EQ(s.code(), Code::kFailedPrecondition) << s.ToString();
@@ -354,7 +406,7 @@ TYPED_TEST(StoreTest, LatestCheckpointIsNoneUntilOneIsStoredThenTheNewest) {
   STORE_ASSERT_OK_AND_ASSIGN(auto none, store->LatestCheckpoint(1));
   EXPECT_FALSE(none.has_value());
 
-  STORE_ASSERT_OK(store->Append(1, e1, Records(1, 1, 3)));
+  STORE_ASSERT_OK(store->Append(1, e1, Records(1, 1, 3), {}));
   STORE_ASSERT_OK(store->PutCheckpoint(1, e1, 1, "first"));
   STORE_ASSERT_OK(store->PutCheckpoint(1, e1, 3, "second"));
   STORE_ASSERT_OK_AND_ASSIGN(auto second, store->LatestCheckpoint(1));
@@ -386,7 +438,7 @@ TYPED_TEST(StoreTest, ConcurrentAppendsToDifferentWorkersAreAllReadable) {
   for (WorkerId w = 0; w < kWorkers; ++w) {
     threads.emplace_back([store, w] {
       for (LogIndex b = 0; b < kBatches; ++b) {
-        Status s = store->Append(w, 1, Records(w, b * kBatchSize + 1, (b + 1) * kBatchSize));
+        Status s = store->Append(w, 1, Records(w, b * kBatchSize + 1, (b + 1) * kBatchSize), {});
         EXPECT_TRUE(s.ok()) << s.ToString();
         if (!s.ok()) return;
       }
@@ -415,7 +467,7 @@ TYPED_TEST(StoreTest, ConcurrentOverlappingAppendsToOneWorkerKeepItConsistent) {
     for (LogIndex first = 1; first <= kLast; first += batch_size) {
       LogIndex last = first + batch_size - 1;
       if (last > kLast) last = kLast;
-      Status s = store->Append(1, e, Records(1, first, last));
+      Status s = store->Append(1, e, Records(1, first, last), {});
       EXPECT_TRUE(s.ok()) << s.ToString();
       if (!s.ok()) return;
       EXPECT_GE(Committed(store, 1), last);
@@ -449,7 +501,7 @@ TYPED_TEST(StoreTest, BeginIncarnationFencesAConcurrentAppender) {
     } set_done{&done};
     for (LogIndex next = 1;; next += 5) {
       bool after_fence = fenced.load();
-      Status s = store->Append(1, e1, Records(1, next, next + 4));
+      Status s = store->Append(1, e1, Records(1, next, next + 4), {});
       if (!s.ok()) {
         refusal = s;
         return;
@@ -471,7 +523,7 @@ TYPED_TEST(StoreTest, BeginIncarnationFencesAConcurrentAppender) {
   EXPECT_GE(last_ok, 10u);
   EXPECT_EQ(Committed(store, 1), last_ok);
   EXPECT_THAT(Flatten(ReadAll(store, 1)), Expected(1, 1, last_ok));
-  STORE_ASSERT_OK(store->Append(1, e2, Records(1, last_ok + 1, last_ok + 1)));
+  STORE_ASSERT_OK(store->Append(1, e2, Records(1, last_ok + 1, last_ok + 1), {}));
 }
 
 // ---------------------------------------------------------------------------
@@ -493,6 +545,7 @@ class RawDb {
         {layout::kLogFamily, {}},
         {layout::kCheckpointFamily, {}},
         {layout::kMetaFamily, {}},
+        {layout::kCopiesFamily, {}},
     };
     rocksdb::DB* db = nullptr;
     status_ = rocksdb::DB::Open(options, path, families, &handles_, &db);
@@ -553,10 +606,10 @@ TEST_F(RocksDbStoreTest, ReopenKeepsEverything) {
     STORE_ASSERT_OK(store->SetEpochStart(1, e1, 1));
     STORE_ASSERT_OK_AND_ASSIGN(Epoch e2, store->BeginIncarnation(1));
     STORE_ASSERT_OK(store->SetEpochStart(1, e2, 4));
-    STORE_ASSERT_OK(store->Append(1, e2, Records(1, 1, 10)));
+    STORE_ASSERT_OK(store->Append(1, e2, Records(1, 1, 10), {}));
     STORE_ASSERT_OK(store->PutCheckpoint(1, e2, 3, "snap"));
     STORE_ASSERT_OK_AND_ASSIGN(Epoch other, store->BeginIncarnation(2));
-    STORE_ASSERT_OK(store->Append(2, other, Records(2, 1, 2)));
+    STORE_ASSERT_OK(store->Append(2, other, Records(2, 1, 2), {}));
   }
   STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
   STORE_ASSERT_OK_AND_ASSIGN(auto epochs, store->Epochs(1));
@@ -574,12 +627,24 @@ TEST_F(RocksDbStoreTest, ReopenKeepsEverything) {
   EXPECT_EQ(checkpoint->bytes, "snap");
 
   // The fence and the contiguity rules survive too.
-  EXPECT_EQ(store->Append(1, 1, Records(1, 11, 11)).code(), Code::kFailedPrecondition);
-  EXPECT_EQ(store->Append(1, 2, Records(1, 12, 12)).code(), Code::kFailedPrecondition);
-  STORE_ASSERT_OK(store->Append(1, 2, Records(1, 11, 11)));
+  EXPECT_EQ(store->Append(1, 1, Records(1, 11, 11), {}).code(), Code::kFailedPrecondition);
+  EXPECT_EQ(store->Append(1, 2, Records(1, 12, 12), {}).code(), Code::kFailedPrecondition);
+  STORE_ASSERT_OK(store->Append(1, 2, Records(1, 11, 11), {}));
   EXPECT_EQ(store->PutCheckpoint(1, 2, 2, "back").code(), Code::kFailedPrecondition);
   STORE_ASSERT_OK_AND_ASSIGN(Epoch e3, store->BeginIncarnation(1));
   EXPECT_EQ(e3, 3u);
+}
+
+TEST_F(RocksDbStoreTest, LineageCopiesSurviveReopen) {
+  {
+    STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
+    STORE_ASSERT_OK_AND_ASSIGN(Epoch e1, store->BeginIncarnation(1));
+    STORE_ASSERT_OK_AND_ASSIGN(Epoch e2, store->BeginIncarnation(2));
+    STORE_ASSERT_OK(store->Append(1, e1, Records(1, 1, 1), std::vector<LineageCopy>{{2, e2, 7, EntryBytes(2, 7)}}));
+  }
+  STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
+  EXPECT_THAT(FlattenCopies(ReadCopiesOf(store.get(), 2)),
+              ElementsAre(std::make_tuple(2u, 7u, Epoch{1}, EntryBytes(2, 7))));
 }
 
 TEST_F(RocksDbStoreTest, UnsyncedAppendsSurviveACleanReopen) {
@@ -588,7 +653,7 @@ TEST_F(RocksDbStoreTest, UnsyncedAppendsSurviveACleanReopen) {
   {
     STORE_ASSERT_OK_AND_ASSIGN(auto store, Open(options));
     STORE_ASSERT_OK_AND_ASSIGN(Epoch e, store->BeginIncarnation(0));
-    STORE_ASSERT_OK(store->Append(0, e, Records(0, 1, 20)));
+    STORE_ASSERT_OK(store->Append(0, e, Records(0, 1, 20), {}));
   }
   STORE_ASSERT_OK_AND_ASSIGN(auto store, Open(options));
   EXPECT_EQ(Committed(store.get(), 0), 20u);
@@ -625,7 +690,7 @@ TEST_F(RocksDbStoreTest, CorruptedCheckpointIsReportedAsCorruption) {
   {
     STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
     STORE_ASSERT_OK_AND_ASSIGN(Epoch e, store->BeginIncarnation(1));
-    STORE_ASSERT_OK(store->Append(1, e, Records(1, 1, 2)));
+    STORE_ASSERT_OK(store->Append(1, e, Records(1, 1, 2), {}));
     STORE_ASSERT_OK(store->PutCheckpoint(1, e, 1, "snap"));
     STORE_ASSERT_OK(store->PutCheckpoint(1, e, 1, "snap"));  // a checkpoint reads its predecessor
   }
@@ -651,7 +716,7 @@ TEST_F(RocksDbStoreTest, CorruptedMetadataFailsTheOpen) {
   {
     STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
     STORE_ASSERT_OK_AND_ASSIGN(Epoch e, store->BeginIncarnation(6));
-    STORE_ASSERT_OK(store->Append(6, e, Records(6, 1, 1)));
+    STORE_ASSERT_OK(store->Append(6, e, Records(6, 1, 1), {}));
   }
   {
     RawDb raw(path_);
