@@ -14,7 +14,8 @@
 //   - lineage copies: entries of its log that other workers stored alongside
 //     their own entries that depend on them, before the owner committed
 //     them. A copy is garbage once its owner's committed index passes it;
-//     storing a checkpoint deletes the copies it folds.
+//     implementations delete garbage copies in the background of appends,
+//     and storing a checkpoint deletes the copies it folds.
 //
 // Every stored value carries a magic number and a format version; a store
 // written by an unknown format version is refused when opened.

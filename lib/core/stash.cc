@@ -4,16 +4,29 @@
 
 namespace lstash::core {
 
-EntryPtr MakeEntry(wire::LogEntry entry) {
+EntryPtr MakeEntry(wire::LogEntry& entry) {
   auto e = std::make_shared<Entry>();
-  e->entry = std::move(entry);
-  wire::EncodeEntry(e->entry, &e->bytes);
+  wire::EncodeEntry(entry, &e->bytes);
+  // The bytes hold everything; keep the header and deps, leave the payload
+  // and value with the caller.
+  wire::LogEntry& kept = e->entry;
+  kept.owner = entry.owner;
+  kept.epoch = entry.epoch;
+  kept.index = entry.index;
+  kept.kind = entry.kind;
+  kept.task = entry.task;
+  kept.channel_seq = entry.channel_seq;
+  kept.start = entry.start;
+  kept.deps = std::move(entry.deps);
+  kept.payload_inline = entry.payload_inline;
+  kept.payload_size = entry.payload_size;
+  kept.payload_digest = entry.payload_digest;
+  kept.value_kind = entry.value_kind;
   return e;
 }
 
 Stash::Stash(WorkerId self, std::uint32_t num_workers, std::uint32_t max_forward)
     : self_(self),
-      num_workers_(num_workers),
       max_forward_(max_forward == 0 ? num_workers : max_forward),
       cursor_(num_workers, 0) {}
 
@@ -26,6 +39,7 @@ void Stash::Arrive(Slot* slot) {
 void Stash::Depart(Slot* slot) {
   arrival_[slot->arrival - arrival_base_] = nullptr;
   bytes_ -= slot->entry->bytes.size();
+  evicted_.push_back(std::move(slot->entry));
 }
 
 void Stash::TrimArrivals() {
@@ -137,7 +151,7 @@ void Stash::SelectForPeer(WorkerId dest, std::vector<EntryPtr>* out) {
     Slot* slot = arrival_[cursor - arrival_base_];
     if (slot == nullptr || slot->holders.contains(dest)) continue;
     if (slot->entry->entry.owner == dest) continue;  // the owner gathers its own on recovery
-    if (slot->forwarded.size() >= max_forward_) continue;
+    if (slot->confirmed >= max_forward_) continue;
     slot->holders.insert(dest);
     out->push_back(slot->entry);
   }
@@ -153,18 +167,22 @@ void Stash::ConfirmForward(const EntryPtr& e, WorkerId dest) {
     auto it = remote_.find({owner, index});
     if (it != remote_.end()) slot = &it->second;
   }
-  if (slot != nullptr && slot->entry == e) slot->forwarded.insert(dest);
+  if (slot != nullptr && slot->entry == e && !slot->forwarded.contains(dest)) {
+    slot->forwarded.insert(dest);
+    ++slot->confirmed;
+  }
 }
 
 void Stash::ForgetPeer(WorkerId peer) {
-  for (auto& slot : own_) {
+  auto forget = [&](Slot& slot) {
     slot.holders.erase(peer);
-    slot.forwarded.erase(peer);
-  }
-  for (auto& [key, slot] : remote_) {
-    slot.holders.erase(peer);
-    slot.forwarded.erase(peer);
-  }
+    if (slot.forwarded.contains(peer)) {
+      slot.forwarded.erase(peer);
+      --slot.confirmed;
+    }
+  };
+  for (auto& slot : own_) forget(slot);
+  for (auto& [key, slot] : remote_) forget(slot);
   // Every peer looks at every entry again: those skipped because `peer`
   // completed their f confirmed copies may need forwarding now.
   std::fill(cursor_.begin(), cursor_.end(), arrival_base_);

@@ -51,14 +51,18 @@ class PeerSet {
   std::array<std::uint64_t, kMaxWorkers / 64> words_{};
 };
 
-// An immutable log entry with its encoded bytes (what is stored and sent).
+// An immutable log entry: its encoded bytes (what is stored and sent) and,
+// decoded, its header and deps. The payload and value live only in the
+// bytes (as for entries that arrive piggybacked, see wire::WireEntry); a
+// recovering worker decodes the bytes when it needs them.
 struct Entry {
   wire::LogEntry entry;
   std::string bytes;
 };
 using EntryPtr = std::shared_ptr<const Entry>;
 
-EntryPtr MakeEntry(wire::LogEntry entry);  // encodes it
+// Encodes `entry`; takes its deps, leaves its payload and value to the caller.
+EntryPtr MakeEntry(wire::LogEntry& entry);
 
 class Stash {
  public:
@@ -109,6 +113,11 @@ class Stash {
   std::size_t entries() const { return own_.size() + remote_.size(); }
   std::size_t bytes() const { return bytes_; }
 
+  // Entries dropped since the last call. The caller destroys them where it
+  // likes: the Worker frees them on the engine thread, which allocated most
+  // of them (cross-thread frees contend in the allocator).
+  std::vector<EntryPtr> TakeEvicted() { return std::move(evicted_); }
+
   static constexpr WorkerId kNoHolder = ~WorkerId{0};
 
  private:
@@ -117,6 +126,7 @@ class Stash {
     std::uint64_t arrival = 0;  // position in arrival_
     PeerSet holders;            // peers known to hold it, or sent it
     PeerSet forwarded;          // peers that acknowledged our copy (counts against f)
+    std::uint32_t confirmed = 0;  // forwarded.size(), kept to avoid counting bits
   };
 
   void Arrive(Slot* slot);
@@ -124,7 +134,6 @@ class Stash {
   void TrimArrivals();
 
   const WorkerId self_;
-  const std::uint32_t num_workers_;
   const std::uint32_t max_forward_;
 
   std::deque<Slot> own_;
@@ -136,6 +145,7 @@ class Stash {
   std::uint64_t arrival_base_ = 0;     // arrival number of arrival_.front()
   std::vector<std::uint64_t> cursor_;  // per peer: next arrival number to consider
   std::size_t bytes_ = 0;
+  std::vector<EntryPtr> evicted_;
 };
 
 }  // namespace lstash::core

@@ -246,11 +246,11 @@ Status WorkerImpl::RetryUnavailable(const std::function<Status()>& call) {
 // ---------------------------------------------------------------------------
 // The log
 
-Status WorkerImpl::AppendOwn(wire::LogEntry entry) {
+Status WorkerImpl::AppendOwn(wire::LogEntry& entry) {
   entry.owner = options_.id;
   entry.epoch = epoch_;
   entry.index = log_end_ + 1;
-  EntryPtr e = MakeEntry(std::move(entry));
+  EntryPtr e = MakeEntry(entry);
   if (options_.mode == Mode::kWriteFirst) {
     LogRecord record{e->entry.index, e->bytes};
     Status s = RetryUnavailable(
@@ -369,9 +369,10 @@ Result<std::optional<Task>> WorkerImpl::NextTask() {
       e.payload_size = q.payload.size();
       e.payload_digest = wire::Digest(q.payload);
     } else {
-      e.payload = q.payload;
+      e.payload = std::move(q.payload);  // lent to the encoder, taken back below
     }
-    LSTASH_RETURN_IF_ERROR(AppendOwn(std::move(e)));
+    LSTASH_RETURN_IF_ERROR(AppendOwn(e));
+    if (!large) q.payload = std::move(e.payload);
   } else {
     index = ~LogIndex{0};  // never stable through the log
   }
@@ -451,7 +452,7 @@ Result<std::string> WorkerImpl::ObtainValue(wire::ValueKind kind, const std::fun
         e.kind = wire::EntryKind::kValue;
         e.value_kind = kind;
         e.value = value;
-        LSTASH_RETURN_IF_ERROR(AppendOwn(std::move(e)));
+        LSTASH_RETURN_IF_ERROR(AppendOwn(e));
       }
       return value;
     }
@@ -465,7 +466,7 @@ Result<std::string> WorkerImpl::ObtainValue(wire::ValueKind kind, const std::fun
     e.kind = wire::EntryKind::kValue;
     e.value_kind = kind;
     e.value = value;
-    LSTASH_RETURN_IF_ERROR(AppendOwn(std::move(e)));
+    LSTASH_RETURN_IF_ERROR(AppendOwn(e));
   }
   return value;
 }
@@ -621,7 +622,9 @@ void WorkerImpl::ResendUnacknowledged(WorkerId dest, bool all_now) {
 }
 
 std::vector<Frame> WorkerImpl::TakeFrames() {
+  std::vector<EntryPtr> evicted;  // freed on this (the engine's) thread, after the lock
   Locked lock(this);
+  evicted = stash_.TakeEvicted();
   return std::move(frames_);
 }
 
@@ -802,7 +805,7 @@ bool WorkerImpl::AddressedToUs(const wire::FrameHeader& h) const {
 Result<Delivery> WorkerImpl::Receive(std::string_view bytes) {
   Locked lock(this);
   LSTASH_RETURN_IF_ERROR(CheckUsable());
-  wire::DecodedFrame f;
+  wire::DecodedFrame& f = decode_scratch_;  // reused: its vectors keep their capacity
   Status s = wire::DecodeFrame(bytes, &f);
   if (s.ok() && (f.header.dest != options_.id || f.header.sender >= n_)) {
     s = Corruption("frame from worker " + std::to_string(f.header.sender) + " addressed to worker " +
@@ -1299,23 +1302,29 @@ WorkerImpl::Batch WorkerImpl::PrepareBatch() {
   LogIndex i = std::max(flushed_upto_ + 1, stash_.own_begin());
   const LogIndex last = std::min(log_end_, stash_.own_end());
   std::vector<LogIndex> need(n_, 0);
-  for (; i <= last && batch.records.size() < options_.max_flush_batch; ++i) {
+  for (; i <= last && batch.own.size() < options_.max_flush_batch; ++i) {
     const EntryPtr& e = stash_.own(i);
     for (const auto& d : e->entry.deps) {
       if (d.owner != options_.id && d.owner < n_ && d.index > known_wm_[d.owner]) {
         need[d.owner] = std::max(need[d.owner], d.index);
       }
     }
-    batch.records.push_back(LogRecord{i, e->bytes});
+    batch.own.push_back(e);
   }
   for (WorkerId o = 0; o < n_; ++o) {
     if (need[o] == 0) continue;
-    for (EntryPtr& e : stash_.RemoteOf(o, known_wm_[o] + 1, need[o])) {
-      batch.copies.push_back(LineageCopy{o, e->entry.epoch, e->entry.index, e->bytes});
-      batch.copied.push_back(std::move(e));
-    }
+    for (EntryPtr& e : stash_.RemoteOf(o, known_wm_[o] + 1, need[o])) batch.copied.push_back(std::move(e));
   }
   return batch;
+}
+
+// Entries are immutable: their bytes are copied into the store's records
+// without holding the Worker's lock.
+void WorkerImpl::Batch::BuildRecords() {
+  records.reserve(own.size());
+  for (const auto& e : own) records.push_back(LogRecord{e->entry.index, e->bytes});
+  copies.reserve(copied.size());
+  for (const auto& e : copied) copies.push_back(LineageCopy{e->entry.owner, e->entry.epoch, e->entry.index, e->bytes});
 }
 
 void WorkerImpl::CompleteBatch(const Batch& batch, const Status& s, std::int64_t nanos) {
@@ -1372,13 +1381,14 @@ Result<std::size_t> WorkerImpl::FlushRound() {
     LSTASH_RETURN_IF_ERROR(CheckUsable());
     if (flush_in_progress_) return std::size_t{0};
     batch = PrepareBatch();
-    if (!batch.records.empty()) {
+    if (!batch.own.empty()) {
       flush_in_progress_ = true;
-      flushed_upto_ = batch.records.back().index;
+      flushed_upto_ = batch.own.back()->entry.index;
     }
     epoch = epoch_;
   }
-  if (!batch.records.empty()) {
+  if (!batch.own.empty()) {
+    batch.BuildRecords();
     const std::int64_t t0 = clock_->MonotonicNanos();
     Status s = store_->Append(options_.id, epoch, batch.records, batch.copies);
     const std::int64_t t1 = clock_->MonotonicNanos();
@@ -1409,7 +1419,7 @@ Result<std::size_t> WorkerImpl::FlushRound() {
       return health_;
     }
   }
-  return batch.records.size();
+  return batch.own.size();
 }
 
 Result<std::size_t> WorkerImpl::Flush() {

@@ -131,7 +131,7 @@ class WorkerImpl final : public Worker {
   void Queue(WorkerId dest, std::string bytes);
 
   Status RetryUnavailable(const std::function<Status()>& call);
-  Status AppendOwn(wire::LogEntry entry);
+  Status AppendOwn(wire::LogEntry& entry);  // takes its deps
   Status EndTask();
   Status ReplayValue(wire::ValueKind kind, std::string* out, bool* replayed);
   Result<std::string> ObtainValue(wire::ValueKind kind, const std::function<std::string()>& produce);
@@ -174,9 +174,11 @@ class WorkerImpl final : public Worker {
   // them does not.
   bool FlushWorkReady() const;
   struct Batch {
-    std::vector<LogRecord> records;      // own entries, consecutive
-    std::vector<LineageCopy> copies;     // remote entries they depend on
-    std::vector<EntryPtr> copied;        // the stash entries behind `copies`
+    std::vector<EntryPtr> own;       // own entries, consecutive
+    std::vector<EntryPtr> copied;    // remote entries they depend on
+    std::vector<LogRecord> records;  // what is written: built from own and
+    std::vector<LineageCopy> copies; // copied outside the lock
+    void BuildRecords();
   };
   Batch PrepareBatch();
   void CompleteBatch(const Batch& batch, const Status& s, std::int64_t nanos);
@@ -225,6 +227,7 @@ class WorkerImpl final : public Worker {
 
   std::vector<Frame> frames_;
   std::vector<std::string_view> scratch_views_;  // SendTask's piggyback list, reused
+  wire::DecodedFrame decode_scratch_;             // Receive's frame, reused
 
   // Recovery.
   std::set<WorkerId> awaiting_;

@@ -65,6 +65,8 @@ class MemoryStore final : public Store {
       if (owner != nullptr && c.index <= owner->committed()) continue;
       copies_[{c.owner, c.index, c.epoch}] = c.bytes;
     }
+    // Copies of what this worker has now committed are garbage.
+    copies_.erase(copies_.lower_bound({worker, 0, 0}), copies_.upper_bound({worker, w->committed(), ~Epoch{0}}));
     return Status::OK();
   }
 
@@ -114,9 +116,7 @@ class MemoryStore final : public Store {
       ++w->log_base;
     }
     w->checkpoint = StoredCheckpoint{epoch, at, std::string(record)};
-    // Copies of what the checkpoint folds are garbage (collected here, not on
-    // every append, which would cost a range delete per write).
-    copies_.erase(copies_.lower_bound({worker, 0, 0}), copies_.upper_bound({worker, at, ~Epoch{0}}));
+
     return Status::OK();
   }
 

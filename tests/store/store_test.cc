@@ -358,8 +358,9 @@ TYPED_TEST(StoreTest, LineageCopiesAreStoredWithTheAppendAndDroppedOnceTheirOwne
   EXPECT_THAT(ReadCopiesOf(store, 1), IsEmpty());
   EXPECT_THAT(ReadCopiesOf(store, 3), IsEmpty());
 
-  // Once worker 2 commits through 4 its copies up to 4 are garbage; a
-  // checkpoint deletes them.
+  // Once worker 2 commits through 4 its copies up to 4 are garbage: reads
+  // from past the committed index never see them, and a checkpoint deletes
+  // them.
   STORE_ASSERT_OK(store->Append(2, e2, Records(2, 1, 4), {}));
   EXPECT_THAT(FlattenCopies(ReadCopiesOf(store, 2, 5)),
               ElementsAre(std::make_tuple(2u, 5u, e2, EntryBytes(2, 5, "old"))));
