@@ -435,6 +435,17 @@ Status WorkerImpl::ReplayValue(wire::ValueKind kind, std::string* out, bool* rep
   return Status::OK();
 }
 
+Status WorkerImpl::LogValue(wire::ValueKind kind, std::string& value) {
+  if (!logging()) return Status::OK();
+  wire::LogEntry e;
+  e.kind = wire::EntryKind::kValue;
+  e.value_kind = kind;
+  e.value = std::move(value);  // lent to the encoder, taken back below
+  Status s = AppendOwn(e);
+  value = std::move(e.value);
+  return s;
+}
+
 Result<std::string> WorkerImpl::ObtainValue(wire::ValueKind kind, const std::function<std::string()>& produce) {
   {
     Locked lock(this);
@@ -444,16 +455,11 @@ Result<std::string> WorkerImpl::ObtainValue(wire::ValueKind kind, const std::fun
     bool replayed = false;
     LSTASH_RETURN_IF_ERROR(ReplayValue(kind, &value, &replayed));
     if (replayed) return value;
-    if (kind == wire::ValueKind::kRandom) value = U64Bytes(SplitMix(rng_state_));
-    if (kind == wire::ValueKind::kNow) value = U64Bytes(static_cast<std::uint64_t>(clock_->WallNanos()));
     if (kind != wire::ValueKind::kChoice) {
-      if (logging()) {
-        wire::LogEntry e;
-        e.kind = wire::EntryKind::kValue;
-        e.value_kind = kind;
-        e.value = value;
-        LSTASH_RETURN_IF_ERROR(AppendOwn(e));
-      }
+      const std::uint64_t v = kind == wire::ValueKind::kRandom ? SplitMix(rng_state_)
+                                                               : static_cast<std::uint64_t>(clock_->WallNanos());
+      value = U64Bytes(v);
+      LSTASH_RETURN_IF_ERROR(LogValue(kind, value));
       return value;
     }
   }
@@ -461,13 +467,7 @@ Result<std::string> WorkerImpl::ObtainValue(wire::ValueKind kind, const std::fun
   std::string value = produce();
   Locked lock(this);
   LSTASH_RETURN_IF_ERROR(CheckUsable());
-  if (logging()) {
-    wire::LogEntry e;
-    e.kind = wire::EntryKind::kValue;
-    e.value_kind = kind;
-    e.value = value;
-    LSTASH_RETURN_IF_ERROR(AppendOwn(e));
-  }
+  LSTASH_RETURN_IF_ERROR(LogValue(kind, value));
   return value;
 }
 

@@ -132,6 +132,7 @@ class WorkerImpl final : public Worker {
 
   Status RetryUnavailable(const std::function<Status()>& call);
   Status AppendOwn(wire::LogEntry& entry);  // takes its deps
+  Status LogValue(wire::ValueKind kind, std::string& value);  // no-op unless logging
   Status EndTask();
   Status ReplayValue(wire::ValueKind kind, std::string* out, bool* replayed);
   Result<std::string> ObtainValue(wire::ValueKind kind, const std::function<std::string()>& produce);

@@ -727,6 +727,28 @@ void EncodeHeaderOnlyFrame(const FrameHeader& header, std::string* out) {
   w.Header(header);
 }
 
+void EncodeFrame(const DecodedFrame& f, std::string* out) {
+  std::vector<std::string_view> entries;
+  entries.reserve(f.entries.size());
+  for (const WireEntry& e : f.entries) entries.push_back(e.bytes);
+  switch (f.header.kind) {
+    case FrameKind::kTask:
+      EncodeTaskFrame(f.header, f.seq, f.channel_seq, f.delivered, f.released, f.payload, f.deps, entries,
+                      f.watermarks, out);
+      return;
+    case FrameKind::kAck:
+      EncodeAckFrame(f.header, f.delivered, f.released, f.watermarks, out);
+      return;
+    case FrameKind::kRecoveryReply:
+      EncodeRecoveryReplyFrame(f.header, f.delivered, f.released, entries, out);
+      return;
+    case FrameKind::kRecoveryRequest:
+    case FrameKind::kEpochNotice:
+      EncodeHeaderOnlyFrame(f.header, out);
+      return;
+  }
+}
+
 Status DecodeFrame(std::string_view bytes, DecodedFrame* out) {
   return DecodeRecord(bytes, "frame", [&](Reader& r) {
     r.RecordHeader(kFrameMagic);

@@ -143,6 +143,10 @@ void EncodeHeaderOnlyFrame(const FrameHeader& header, std::string* out);
 // Validates and decodes any frame, including every nested entry.
 Status DecodeFrame(std::string_view bytes, DecodedFrame* out);
 
+// Encodes a (decoded) frame with the encoder for its kind; for a frame
+// DecodeFrame accepted, returns exactly the bytes it was decoded from.
+void EncodeFrame(const DecodedFrame& frame, std::string* out);
+
 // A message the sender keeps until the receiver no longer needs it.
 struct OutboxMessage {
   WorkerId dest = 0;

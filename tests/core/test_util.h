@@ -3,6 +3,7 @@
 // tiny in-test "network" that carries TakeFrames() output to Receive().
 #pragma once
 
+#include "scratch_dir.h"
 #include <gtest/gtest.h>
 #include <lstash/status.h>
 #include <lstash/store.h>
@@ -165,27 +166,7 @@ class GateOpener {
   GatedStore* store_;
 };
 
-// A fresh directory for one test, removed with everything in it.
-class ScratchDir {
- public:
-  ScratchDir() {
-    std::string base = ::testing::TempDir();
-    if (!base.empty() && base.back() != '/') base += '/';
-    std::string name = base + "lstash_core_test_XXXXXX";
-    if (mkdtemp(name.data()) != nullptr) path_ = name;
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-  bool ok() const { return !path_.empty(); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using testing_support::ScratchDir;
 
 inline wire::DecodedFrame Decode(std::string_view bytes) {
   wire::DecodedFrame f;

@@ -25,26 +25,8 @@ void Require(bool ok, const char* what) {
 }
 
 std::string EncodeFrame(const DecodedFrame& f) {
-  std::vector<std::string_view> entries;
-  entries.reserve(f.entries.size());
-  for (const WireEntry& e : f.entries) entries.push_back(e.bytes);
   std::string out;
-  switch (f.header.kind) {
-    case FrameKind::kTask:
-      EncodeTaskFrame(f.header, f.seq, f.channel_seq, f.delivered, f.released, f.payload, f.deps, entries,
-                      f.watermarks, &out);
-      break;
-    case FrameKind::kAck:
-      EncodeAckFrame(f.header, f.delivered, f.released, f.watermarks, &out);
-      break;
-    case FrameKind::kRecoveryReply:
-      EncodeRecoveryReplyFrame(f.header, f.delivered, f.released, entries, &out);
-      break;
-    case FrameKind::kRecoveryRequest:
-    case FrameKind::kEpochNotice:
-      EncodeHeaderOnlyFrame(f.header, &out);
-      break;
-  }
+  lstash::wire::EncodeFrame(f, &out);
   return out;
 }
 

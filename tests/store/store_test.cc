@@ -2,6 +2,7 @@
 // and of what only the RocksDB store promises: durability across reopen and
 // refusing stores it cannot read.
 
+#include "scratch_dir.h"
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <lstash/store.h>
@@ -40,28 +41,7 @@ using ::testing::IsEmpty;
   ASSERT_TRUE(tmp.ok()) << tmp.status().ToString();      \
   lhs = std::move(tmp).value()
 
-// A fresh directory for one test, removed with everything in it.
-class ScratchDir {
- public:
-  ScratchDir() {
-    std::string base = testing::TempDir();
-    if (!base.empty() && base.back() != '/') base += '/';
-    std::string name = base + "lstash_store_test_XXXXXX";
-    if (mkdtemp(name.data()) != nullptr) path_ = name;
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-
-  bool ok() const { return !path_.empty(); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using testing_support::ScratchDir;
 
 // Distinct bytes per (worker, index), so a record read from the wrong place
 // or a stale copy shows.

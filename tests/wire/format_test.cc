@@ -1204,25 +1204,8 @@ TEST(WireRejectTest, NestedEntryMustFillExactlyItsLength) {
 
 // Re-encodes a decoded frame with the encoder for its kind.
 std::string Reencode(const DecodedFrame& f) {
-  std::vector<std::string_view> entries;
-  for (const WireEntry& e : f.entries) entries.push_back(e.bytes);
   std::string out;
-  switch (f.header.kind) {
-    case FrameKind::kTask:
-      EncodeTaskFrame(f.header, f.seq, f.channel_seq, f.delivered, f.released, f.payload, f.deps, entries,
-                      f.watermarks, &out);
-      break;
-    case FrameKind::kAck:
-      EncodeAckFrame(f.header, f.delivered, f.released, f.watermarks, &out);
-      break;
-    case FrameKind::kRecoveryReply:
-      EncodeRecoveryReplyFrame(f.header, f.delivered, f.released, entries, &out);
-      break;
-    case FrameKind::kRecoveryRequest:
-    case FrameKind::kEpochNotice:
-      EncodeHeaderOnlyFrame(f.header, &out);
-      break;
-  }
+  EncodeFrame(f, &out);
   return out;
 }
 
