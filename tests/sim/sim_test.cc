@@ -1,8 +1,9 @@
 // Seed sweeps of the deterministic simulator: the protocol must survive
 // every crash schedule, and must be caught when deliberately broken.
 //
-// LSTASH_SIM_SEEDS=N scales the number of seeds per workload (default 1000);
-// a failure prints the one-line command that replays it.
+// LSTASH_SIM_SEEDS=N scales the number of seeds per workload (default 1000),
+// LSTASH_SIM_FIRST_SEED=S moves the sweep; a failure prints the one-line
+// command that replays it.
 #include "sim/sim.h"
 
 #include <gtest/gtest.h>
@@ -16,10 +17,15 @@ namespace {
 
 constexpr int kChunks = 8;
 
-std::uint64_t SeedsPerWorkload() {
-  const char* env = std::getenv("LSTASH_SIM_SEEDS");
-  return env ? std::strtoull(env, nullptr, 10) : 1000;
+std::uint64_t EnvOr(const char* name, std::uint64_t fallback) {
+  const char* env = std::getenv(name);
+  return env ? std::strtoull(env, nullptr, 10) : fallback;
 }
+
+// LSTASH_SIM_SEEDS: seeds per workload (default 1000); LSTASH_SIM_FIRST_SEED:
+// where the sweep starts (default 1).
+std::uint64_t SeedsPerWorkload() { return EnvOr("LSTASH_SIM_SEEDS", 1000); }
+std::uint64_t FirstSeed() { return EnvOr("LSTASH_SIM_FIRST_SEED", 1); }
 
 struct SweepTotals {
   std::uint64_t runs = 0, failed = 0, crashes = 0, recoveries = 0, replayed = 0, piggybacked = 0;
@@ -61,7 +67,7 @@ class SimSweep : public ::testing::TestWithParam<std::tuple<std::string, int>> {
 TEST_P(SimSweep, NoViolations) {
   const auto& [workload, chunk] = GetParam();
   const std::uint64_t per_chunk = (SeedsPerWorkload() + kChunks - 1) / kChunks;
-  const std::uint64_t first = 1 + chunk * per_chunk;
+  const std::uint64_t first = FirstSeed() + chunk * per_chunk;
   std::printf("%s seeds %llu..%llu\n", workload.c_str(), static_cast<unsigned long long>(first),
               static_cast<unsigned long long>(first + per_chunk - 1));
   SweepTotals t = Sweep(workload, first, per_chunk, Mode::kLineageStash, Breakage::kNone, true);
