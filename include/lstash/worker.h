@@ -3,9 +3,11 @@
 // An engine makes one Worker per worker process (or thread) and calls it at
 // four moments:
 //
-//   1. Submit(dest, payload)   sending a task/message to a peer. The frame to
-//                              send, with the uncommitted lineage it depends
-//                              on piggybacked, is queued for TakeFrames().
+//   1. Submit(dest, payload)   sending a task/message to a peer. Returns the
+//                              task's id; the frame to send -- the payload
+//                              plus the uncommitted lineage it depends on --
+//                              comes out of TakeFrames(), the one path for
+//                              everything the Worker sends.
 //   2. Receive(frame)          a frame arrived. Lineage is merged, duplicates
 //                              are dropped, a new task is queued.
 //   3. NextTask()              the engine is ready to run a task. Live, the
@@ -43,8 +45,8 @@
 // and the values they obtain from Random/Now/Choose.
 //
 // Threading: one engine thread calls the methods of a Worker; they are not
-// safe to call concurrently with each other. GetMetrics() may be called from
-// any thread. The background flusher (if enabled) is the Worker's own thread;
+// safe to call concurrently with each other. GetMetrics(), health() and
+// recovering() may be called from any thread. The background flusher (if enabled) is the Worker's own thread;
 // listener callbacks may run on it, never under a lock of the Worker.
 //
 // Ownership: the Worker does not own the Store, Clock or Listener passed in
@@ -249,7 +251,8 @@ class LSTASH_EXPORT Worker {
   // in replay, the logged bytes are returned and `produce` is not called.
   virtual Result<std::string> Choose(const std::function<std::string()>& produce) = 0;
 
-  // Frames to send now, in order. Call after every other call.
+  // Frames to send now, in order. Call after every other call (it also
+  // frees, on the engine thread, what the flusher evicted).
   virtual std::vector<Frame> TakeFrames() = 0;
 
   // Timers: resends unacknowledged frames (backing off, up to 16x
