@@ -113,6 +113,14 @@ class LSTASH_EXPORT Store {
 
   // The latest checkpoint of `worker`, or nullopt if none.
   virtual Result<std::optional<StoredCheckpoint>> LatestCheckpoint(WorkerId worker) = 0;
+
+  // Renews the lease of incarnation `epoch` of `worker` for `duration_nanos`
+  // from now (the store's clock). A store that enforces leases (the store
+  // server) refuses Append/SetEpochStart/PutCheckpoint from an incarnation
+  // whose lease has run out, so a paused incarnation cannot write after its
+  // replacement could have started; kFailedPrecondition if `epoch` is fenced.
+  // Stores inside one process need no leases: the default returns OK.
+  virtual Status RenewLease(WorkerId worker, Epoch epoch, std::int64_t duration_nanos);
 };
 
 // Forwards every call to a target (not owned), so tests can override one.
@@ -141,6 +149,9 @@ class LSTASH_EXPORT StoreWrapper : public Store {
   }
   Result<std::optional<StoredCheckpoint>> LatestCheckpoint(WorkerId w) override {
     return target_->LatestCheckpoint(w);
+  }
+  Status RenewLease(WorkerId w, Epoch e, std::int64_t duration_nanos) override {
+    return target_->RenewLease(w, e, duration_nanos);
   }
 
  private:

@@ -146,6 +146,12 @@ struct WorkerOptions {
   // Unacknowledged frames are resent after this long (on Tick()).
   std::int64_t resend_after_nanos = 50'000'000;
 
+  // Lease on this incarnation's log (Store::RenewLease), renewed by the
+  // flusher every third of it. A store that enforces leases refuses this
+  // incarnation's writes once the lease has run out (the Worker then reports
+  // a sticky kFailedPrecondition). 0: no lease.
+  std::int64_t lease_nanos = 0;
+
   Clock* clock = nullptr;          // nullptr: SystemClock()
   std::uint64_t random_seed = 0;   // live random values; 0: seeded from the OS
   Listener* listener = nullptr;    // optional
@@ -235,6 +241,9 @@ class LSTASH_EXPORT Worker {
   // 2. Handles a frame from the network. A frame that fails validation is
   // rejected with kCorruption and counted; nothing else changes.
   virtual Result<Delivery> Receive(std::string_view frame) = 0;
+  // The same, for a frame whose sender the transport authenticated: a frame
+  // claiming another sender is rejected (kCorruption, counted).
+  virtual Result<Delivery> ReceiveFrom(WorkerId authenticated_sender, std::string_view frame) = 0;
 
   // 3. The next task to run, or nullopt if none is ready. Calling it ends the
   // task returned by the previous call. The first task of a worker's life is

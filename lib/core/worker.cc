@@ -137,6 +137,10 @@ Status WorkerImpl::Init() {
   auto epoch = store_->BeginIncarnation(options_.id);
   if (!epoch.ok()) return epoch.status().WithContext("worker " + std::to_string(options_.id) + ": begin incarnation");
   epoch_ = *epoch;
+  if (options_.lease_nanos > 0) {
+    LSTASH_RETURN_IF_ERROR(store_->RenewLease(options_.id, epoch_, options_.lease_nanos).WithContext("taking the lease"));
+    lease_renewed_at_ = MonoNow();
+  }
 
   for (WorkerId w = 0; w < n_; ++w) {
     auto epochs = store_->Epochs(w);
@@ -643,6 +647,8 @@ void WorkerImpl::SendDueAcks() {
 }
 
 void WorkerImpl::Tick() {
+  // Without a flusher thread (write-first), the engine's ticks keep the lease.
+  if (!(lineage_mode() && options_.background_flush)) RenewLeaseIfDue();
   Locked lock(this);
   if (options_.mode == Mode::kNone || !health_.ok()) return;
   SendDueAcks();
@@ -802,7 +808,7 @@ bool WorkerImpl::AddressedToUs(const wire::FrameHeader& h) const {
   return h.dest_epoch == epoch_ || (epoch_ == 1 && h.dest_epoch == 0);
 }
 
-Result<Delivery> WorkerImpl::Receive(std::string_view bytes) {
+Result<Delivery> WorkerImpl::ReceiveImpl(std::string_view bytes, std::optional<WorkerId> authenticated_sender) {
   Locked lock(this);
   LSTASH_RETURN_IF_ERROR(CheckUsable());
   wire::DecodedFrame& f = decode_scratch_;  // reused: its vectors keep their capacity
@@ -813,6 +819,10 @@ Result<Delivery> WorkerImpl::Receive(std::string_view bytes) {
                    std::to_string(n_));
   }
   if (s.ok()) s = CheckWorkerIds(f);
+  if (s.ok() && authenticated_sender && f.header.sender != *authenticated_sender) {
+    s = Corruption("frame claims to come from worker " + std::to_string(f.header.sender) + " but worker " +
+                   std::to_string(*authenticated_sender) + " sent it");
+  }
   if (!s.ok()) {
     ++metrics_.frames_corrupt;
     if (rejected_logged_++ < 10 || rejected_logged_ % 1000 == 0) {
@@ -1371,7 +1381,26 @@ void WorkerImpl::PollWatermarks() {
   if (any) commit_cv_.notify_all();
 }
 
+void WorkerImpl::RenewLeaseIfDue() {
+  if (options_.lease_nanos <= 0) return;
+  const std::int64_t now = MonoNow();
+  Epoch epoch;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (now - lease_renewed_at_ < options_.lease_nanos / 3) return;
+    epoch = epoch_;
+  }
+  Status s = store_->RenewLease(options_.id, epoch, options_.lease_nanos);
+  Locked lock(this);
+  if (s.ok()) {
+    lease_renewed_at_ = now;
+  } else if (s.code() != Code::kUnavailable) {
+    SetSticky(s.WithContext("renewing the lease"));
+  }
+}
+
 Result<std::size_t> WorkerImpl::FlushRound() {
+  RenewLeaseIfDue();
   PollWatermarks();
   Batch batch;
   std::optional<PendingCheckpoint> checkpoint;

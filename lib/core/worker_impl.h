@@ -45,7 +45,8 @@ class WorkerImpl final : public Worker {
   Status Init();
 
   Result<TaskId> Submit(WorkerId dest, std::string_view payload) override;
-  Result<Delivery> Receive(std::string_view frame) override;
+  Result<Delivery> Receive(std::string_view frame) override { return ReceiveImpl(frame, std::nullopt); }
+  Result<Delivery> ReceiveFrom(WorkerId sender, std::string_view frame) override { return ReceiveImpl(frame, sender); }
   Result<std::optional<Task>> NextTask() override;
   Result<std::uint64_t> Random() override;
   Result<std::int64_t> Now() override;
@@ -158,6 +159,7 @@ class WorkerImpl final : public Worker {
   void LearnEpoch(WorkerId w, Epoch e);
   void LearnEpochStart(WorkerId w, Epoch e, LogIndex start);
 
+  Result<Delivery> ReceiveImpl(std::string_view bytes, std::optional<WorkerId> authenticated_sender);
   Result<Delivery> HandleTask(wire::DecodedFrame& f);
   Result<Delivery> HandleTaskFrame(wire::DecodedFrame& f);
   void HandleAck(const wire::DecodedFrame& f);
@@ -185,6 +187,7 @@ class WorkerImpl final : public Worker {
   void CompleteBatch(const Batch& batch, const Status& s, std::int64_t nanos);
   Result<std::size_t> FlushRound();  // REQUIRES mu_ NOT held
   void PollWatermarks();             // REQUIRES mu_ NOT held
+  void RenewLeaseIfDue();            // REQUIRES mu_ NOT held
   void FlusherLoop();
   void WakeFlusher();  // REQUIRES mu_ held
 
@@ -247,6 +250,7 @@ class WorkerImpl final : public Worker {
   Metrics metrics_;
   std::uint64_t rejected_logged_ = 0;
 
+  std::int64_t lease_renewed_at_ = 0;  // monotonic nanos, clock_
   bool stop_ = false;
   bool flush_soon_ = false;  // wake the flusher before its interval ends
   std::thread flusher_;

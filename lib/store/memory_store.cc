@@ -16,6 +16,8 @@ namespace lstash {
 
 Store::~Store() = default;
 
+Status Store::RenewLease(WorkerId, Epoch, std::int64_t) { return Status::OK(); }
+
 namespace {
 
 using store_internal::CheckAppendShape;

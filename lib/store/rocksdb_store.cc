@@ -107,6 +107,43 @@ std::string CommittedKey(WorkerId worker) {
   return key;
 }
 
+std::string BegunByKey(WorkerId worker) {
+  std::string key(kBegunByPrefix);
+  PutBigEndian32(worker, &key);
+  return key;
+}
+
+std::string EncodeBegunByValue(const BegunBy& begun_by) {
+  std::string value;
+  value.reserve(4 + 2 + 8 + 8 + 8);
+  PutLittleEndian(kBegunByValueMagic, 4, &value);
+  PutLittleEndian(kBegunByValueVersion, 2, &value);
+  PutLittleEndian(begun_by.epoch, 8, &value);
+  PutLittleEndian(begun_by.client_id, 8, &value);
+  PutLittleEndian(begun_by.request_id, 8, &value);
+  return value;
+}
+
+Status DecodeBegunByValue(std::string_view value, BegunBy* out) {
+  constexpr size_t kSize = 4 + 2 + 8 + 8 + 8;
+  if (value.size() < 6 || GetLittleEndian(value.substr(0, 4)) != kBegunByValueMagic) {
+    return Corruption("stored incarnation request has a bad magic number or is truncated");
+  }
+  auto version = GetLittleEndian(value.substr(4, 2));
+  if (version != kBegunByValueVersion) {
+    return FailedPrecondition("stored incarnation request has format version " + std::to_string(version) +
+                              " (this build reads version " + std::to_string(kBegunByValueVersion) + ")");
+  }
+  if (value.size() != kSize) {
+    return Corruption("stored incarnation request has " + std::to_string(value.size()) + " bytes, not " +
+                      std::to_string(kSize));
+  }
+  out->epoch = GetLittleEndian(value.substr(6, 8));
+  out->client_id = GetLittleEndian(value.substr(14, 8));
+  out->request_id = GetLittleEndian(value.substr(22, 8));
+  return Status::OK();
+}
+
 bool ParseLogKey(std::string_view key, WorkerId* worker, LogIndex* index) {
   if (key.size() != 12) return false;
   *worker = static_cast<WorkerId>(GetBigEndian(key.substr(0, 4)));
@@ -164,7 +201,7 @@ Status FromRocks(const rocksdb::Status& s, std::string_view what) {
 
 std::string_view View(const rocksdb::Slice& s) { return std::string_view(s.data(), s.size()); }
 
-class RocksDbStore final : public Store {
+class RocksDbStore final : public Store, public layout::ServerOps {
  public:
   static Result<std::unique_ptr<Store>> Open(const std::string& path, const RocksDbStoreOptions& options);
 
@@ -177,18 +214,21 @@ class RocksDbStore final : public Store {
     if (!s.ok()) spdlog::warn("lstash store {}: close: {}", path_, s.ToString());
   }
 
-  Result<Epoch> BeginIncarnation(WorkerId worker) override {
-    WorkerState* ws = FindOrCreate(worker);
-    std::lock_guard<std::mutex> lock(ws->mu);
-    std::vector<EpochRecord> epochs = ws->epochs;
-    Epoch next = epochs.empty() ? 1 : epochs.back().epoch + 1;
-    epochs.push_back(EpochRecord{next, 0});
-    // Synced whatever options_.sync says: a fence that is lost in a crash
-    // would let a zombie write again.
-    LSTASH_RETURN_IF_ERROR(WriteEpochs(worker, epochs));
-    std::lock_guard<std::mutex> epochs_lock(ws->epochs_mu);
-    ws->epochs = std::move(epochs);
-    return next;
+  Result<Epoch> BeginIncarnation(WorkerId worker) override { return Begin(worker, nullptr); }
+
+  Result<Epoch> BeginIncarnationForRequest(WorkerId worker, std::uint64_t client_id,
+                                           std::uint64_t request_id) override {
+    layout::BegunBy begun_by{0, client_id, request_id};
+    return Begin(worker, &begun_by);
+  }
+
+  Status DropCopies(WorkerId owner, LogIndex upto) override {
+    const std::string what = "dropping lineage copies of worker " + std::to_string(owner);
+    rocksdb::WriteBatch batch;
+    rocksdb::Status s = batch.DeleteRange(copies_cf_, layout::CopyKey(owner, 0, 0),
+                                          layout::CopyKey(owner, upto, ~Epoch{0}) + '\0');
+    if (!s.ok()) return FromRocks(s, what);
+    return Write(&batch, options_.sync, what);
   }
 
   Status SetEpochStart(WorkerId worker, Epoch epoch, LogIndex start) override {
@@ -400,6 +440,39 @@ class RocksDbStore final : public Store {
   Status CheckFormat();
   Status LoadMeta();
 
+  // BeginIncarnation; with `begun_by`, idempotent per request (ServerOps).
+  Result<Epoch> Begin(WorkerId worker, layout::BegunBy* begun_by) {
+    WorkerState* ws = FindOrCreate(worker);
+    std::lock_guard<std::mutex> lock(ws->mu);
+    if (begun_by != nullptr && !ws->epochs.empty()) {
+      rocksdb::PinnableSlice value;
+      rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), meta_cf_, layout::BegunByKey(worker), &value);
+      if (s.ok()) {
+        layout::BegunBy stored;
+        LSTASH_RETURN_IF_ERROR(layout::DecodeBegunByValue(View(value), &stored)
+                                   .WithContext("lstash store " + path_ + ": worker " + std::to_string(worker)));
+        // Only the live incarnation's request: an older one's retry must not
+        // be handed an epoch that is already fenced.
+        if (stored.client_id == begun_by->client_id && stored.request_id == begun_by->request_id &&
+            stored.epoch == ws->current_epoch()) {
+          return stored.epoch;
+        }
+      } else if (!s.IsNotFound()) {
+        return FromRocks(s, "incarnation request of worker " + std::to_string(worker));
+      }
+    }
+    std::vector<EpochRecord> epochs = ws->epochs;
+    Epoch next = epochs.empty() ? 1 : epochs.back().epoch + 1;
+    epochs.push_back(EpochRecord{next, 0});
+    if (begun_by != nullptr) begun_by->epoch = next;
+    // Synced whatever options_.sync says: a fence that is lost in a crash
+    // would let a zombie write again.
+    LSTASH_RETURN_IF_ERROR(WriteEpochs(worker, epochs, begun_by));
+    std::lock_guard<std::mutex> epochs_lock(ws->epochs_mu);
+    ws->epochs = std::move(epochs);
+    return next;
+  }
+
   WorkerState* Find(WorkerId worker) {
     std::shared_lock<std::shared_mutex> lock(map_mu_);
     auto it = workers_.find(worker);
@@ -414,13 +487,20 @@ class RocksDbStore final : public Store {
     return slot.get();
   }
 
-  Status WriteEpochs(WorkerId worker, const std::vector<EpochRecord>& epochs) {
+  // With `begun_by`, records in the same write which request began the
+  // latest incarnation.
+  Status WriteEpochs(WorkerId worker, const std::vector<EpochRecord>& epochs,
+                     const layout::BegunBy* begun_by = nullptr) {
     std::string record;
     wire::EncodeEpochs(epochs, &record);
     rocksdb::WriteBatch batch;
     std::string what = "epochs of worker " + std::to_string(worker);
     rocksdb::Status s = batch.Put(meta_cf_, layout::EpochsKey(worker), record);
     if (!s.ok()) return FromRocks(s, what);
+    if (begun_by != nullptr) {
+      s = batch.Put(meta_cf_, layout::BegunByKey(worker), layout::EncodeBegunByValue(*begun_by));
+      if (!s.ok()) return FromRocks(s, what);
+    }
     return Write(&batch, /*sync=*/true, what);
   }
 
@@ -517,7 +597,8 @@ Status RocksDbStore::LoadMeta() {
     std::string_view value = View(it->value());
     bool is_epochs = key.starts_with(layout::kEpochsPrefix);
     bool is_committed = key.starts_with(layout::kCommittedPrefix);
-    if (!is_epochs && !is_committed) continue;  // the format marker
+    // The format marker, and incarnation requests (read when needed).
+    if (!is_epochs && !is_committed) continue;
     std::string_view worker_bytes = key.substr(is_epochs ? layout::kEpochsPrefix.size()
                                                          : layout::kCommittedPrefix.size());
     if (worker_bytes.size() != 4) return Corruption("lstash store at " + path_ + ": malformed meta key");
@@ -549,6 +630,10 @@ Status RocksDbStore::LoadMeta() {
 
 Result<std::unique_ptr<Store>> OpenRocksDbStore(const std::string& path, const RocksDbStoreOptions& options) {
   return RocksDbStore::Open(path, options);
+}
+
+rocksdb_layout::ServerOps* rocksdb_layout::GetServerOps(Store* store) {
+  return dynamic_cast<RocksDbStore*>(store);
 }
 
 }  // namespace lstash

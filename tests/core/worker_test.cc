@@ -1623,6 +1623,24 @@ TEST_F(WorkerModeTest, NoneLogsAndPiggybacksNothing) {
 // ---------------------------------------------------------------------------
 // 16. Bad input
 
+TEST_F(WorkerBadInputTest, FrameWhoseHeaderDisagreesWithTheAuthenticatedSenderIsRejected) {
+  auto a = Open(Options(0, 3));
+  auto b = Open(Options(1, 3));
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  ASSERT_TRUE(Next(*a).has_value());
+  SubmitOk(*a, 1, "x");
+  auto f = Select(a->TakeFrames(), 1, wire::FrameKind::kTask);
+  ASSERT_EQ(f.size(), 1u);
+  auto forged = b->ReceiveFrom(2, f[0]);  // worker 2's connection carried worker 0's frame
+  ASSERT_FALSE(forged.ok());
+  EXPECT_EQ(forged.status().code(), Code::kCorruption);
+  EXPECT_EQ(b->GetMetrics().frames_corrupt, 1u);
+  auto genuine = b->ReceiveFrom(0, f[0]);
+  ASSERT_TRUE(genuine.ok()) << genuine.status().ToString();
+  EXPECT_EQ(*genuine, Delivery::kQueued);
+}
+
 TEST_F(WorkerBadInputTest, MalformedOrMisaddressedFramesAreRejectedAndCounted) {
   auto a = Open(Options(0, 3));
   auto b = Open(Options(1, 3));

@@ -5,6 +5,7 @@
 #include "scratch_dir.h"
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <lstash/remote_store.h>
 #include <lstash/store.h>
 #include <rocksdb/db.h>
 #include <stdlib.h>
@@ -101,11 +102,44 @@ struct RocksDbStoreFactory {
   static Result<std::unique_ptr<Store>> Make(const std::string& dir) { return OpenRocksDbStore(dir + "/db"); }
 };
 
+// The remote store (lib/storeserver): `Shards` in-process store servers on
+// the scratch directory, and a client of them. The returned Store owns both.
+template <int Shards>
+struct RemoteStoreFactory {
+  class Owner : public StoreWrapper {
+   public:
+    Owner(std::vector<std::unique_ptr<StoreServer>> servers, std::unique_ptr<Store> client)
+        : StoreWrapper(client.get()), servers_(std::move(servers)), client_(std::move(client)) {}
+
+   private:
+    std::vector<std::unique_ptr<StoreServer>> servers_;  // destroyed after the client
+    std::unique_ptr<Store> client_;
+  };
+
+  static Result<std::unique_ptr<Store>> Make(const std::string& dir) {
+    std::vector<std::unique_ptr<StoreServer>> servers;
+    RemoteStoreOptions options;
+    for (int k = 0; k < Shards; ++k) {
+      StoreServerOptions server_options;
+      server_options.listen = "tcp://127.0.0.1:0";
+      server_options.data_dir = dir + "/shard" + std::to_string(k);
+      LSTASH_ASSIGN_OR_RETURN(std::unique_ptr<StoreServer> server, StoreServer::Start(server_options));
+      options.shards.push_back(server->endpoint());
+      servers.push_back(std::move(server));
+    }
+    LSTASH_ASSIGN_OR_RETURN(std::unique_ptr<Store> client, OpenRemoteStore(options));
+    return std::unique_ptr<Store>(std::make_unique<Owner>(std::move(servers), std::move(client)));
+  }
+};
+
 class FactoryNames {
  public:
   template <typename T>
   static std::string GetName(int) {
-    return std::is_same_v<T, MemoryStoreFactory> ? "Memory" : "RocksDb";
+    if (std::is_same_v<T, MemoryStoreFactory>) return "Memory";
+    if (std::is_same_v<T, RocksDbStoreFactory>) return "RocksDb";
+    if (std::is_same_v<T, RemoteStoreFactory<1>>) return "Remote";
+    return "Remote2Shards";
   }
 };
 
@@ -127,7 +161,8 @@ class StoreTest : public testing::Test {
   std::unique_ptr<Store> store_;
 };
 
-using Factories = testing::Types<MemoryStoreFactory, RocksDbStoreFactory>;
+using Factories =
+    testing::Types<MemoryStoreFactory, RocksDbStoreFactory, RemoteStoreFactory<1>, RemoteStoreFactory<2>>;
 TYPED_TEST_SUITE(StoreTest, Factories, FactoryNames);
 
 TYPED_TEST(StoreTest, FirstEpochIsOneAndEachIncarnationTakesTheNext) {

@@ -1,0 +1,702 @@
+#include "runtime/launcher.h"
+
+#include "runtime/control.h"
+#include "runtime/process.h"
+#include "runtime/wordcount.h"
+#include "runtime/worker_host.h"
+
+#include <lstash/curve.h>
+
+#include <fmt/format.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <set>
+#include <zmq.hpp>
+
+namespace lstash::runtime {
+namespace {
+
+namespace fs = std::filesystem;
+constexpr std::int64_t kMs = 1'000'000;
+constexpr std::int64_t kSec = 1'000'000'000;
+
+std::atomic<bool> g_interrupted{false};
+void OnSignal(int) { g_interrupted = true; }
+
+std::int64_t Mono() { return SystemClock()->MonotonicNanos(); }
+std::int64_t Wall() { return SystemClock()->WallNanos(); }
+
+double PercentileMs(std::vector<std::int64_t> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const std::size_t i = std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())));
+  return static_cast<double>(v[i]) / kMs;
+}
+
+std::string Join(const std::vector<std::string>& parts) {
+  std::string s;
+  for (const auto& p : parts) s += (s.empty() ? "" : ",") + p;
+  return s;
+}
+
+// One failure of a worker, from the fault to its recovery.
+struct Crash {
+  std::string target;
+  std::string how;                 // "killed", "paused", ...
+  std::string detected_by;         // "exit" or "heartbeat"
+  std::int64_t fault_at = 0;       // monotonic
+  std::int64_t fault_wall = 0;     // wall clock (latency samples are in wall time)
+  std::int64_t detected_at = 0;
+  std::int64_t restarted_at = 0;
+  std::int64_t recovered_at = 0;
+  std::int64_t recovered_wall = 0;
+  std::uint64_t replayed = 0;
+  double gather_ms = 0, recovery_ms = 0;
+  bool recovered = false;
+};
+
+struct WorkerSlot {
+  WorkerId id = 0;
+  std::string name;
+  pid_t pid = 0;
+  int incarnations = 0;
+  bool up = false;          // its current incarnation is believed alive
+  bool hello = false;       // the current incarnation said hello
+  bool recovering = false;
+  Epoch epoch = 0;
+  std::int64_t last_heard = 0;
+  std::int64_t restart_at = -1;  // pending restart
+  int open_crash = -1;           // index into crashes_ while recovering from one
+  nlohmann::json metrics;
+  std::optional<nlohmann::json> result;
+  std::string routing;           // control routing id of the current incarnation
+};
+
+struct StoreSlot {
+  int shard = 0;
+  pid_t pid = 0;
+  std::string endpoint, dir, log;
+  std::int64_t restart_at = -1;
+};
+
+class Launcher {
+ public:
+  explicit Launcher(RunOptions o) : o_(std::move(o)), ctx_(1) {}
+
+  int Run() {
+    signal(SIGINT, OnSignal);
+    signal(SIGTERM, OnSignal);
+    if (Status s = Prepare(); !s.ok()) {
+      std::fprintf(stderr, "lstash-run: %s\n", s.ToString().c_str());
+      Cleanup();
+      return 2;
+    }
+    int code = Coordinate();
+    Cleanup();
+    return code;
+  }
+
+ private:
+  // ---------------------------------------------------------------- setup
+  Status Prepare() {
+    if (o_.input.empty()) {
+      std::vector<std::string> files;
+      std::error_code ec;
+      for (const auto& e : fs::directory_iterator("/usr/share/common-licenses", ec)) {
+        if (e.is_regular_file()) files.push_back(e.path().string());
+      }
+      std::sort(files.begin(), files.end());
+      if (files.empty()) return InvalidArgument("no input: /usr/share/common-licenses is empty; pass --input FILE...");
+      o_.input = files;
+    }
+    app_config_ = {{"mappers", o_.mappers}, {"reducers", o_.reducers}, {"input", o_.input},
+                   {"rate", o_.rate},       {"duration_s", o_.duration_s}, {"max_batch", o_.max_batch}};
+    LSTASH_ASSIGN_OR_RETURN(input_, WordcountInput(app_config_));
+    if (o_.bin_dir.empty()) o_.bin_dir = SelfDirectory();
+    for (const char* tool : {"lstash-worker", "lstash-store"}) {
+      if (!fs::exists(fs::path(o_.bin_dir) / tool)) {
+        return InvalidArgument(fmt::format("{} not found in {} (use --bin-dir)", tool, o_.bin_dir));
+      }
+    }
+    if (o_.run_dir.empty()) {
+      std::string tmpl = (fs::temp_directory_path() / "lstash-run-XXXXXX").string();
+      if (mkdtemp(tmpl.data()) == nullptr) return IOError("cannot create a run directory");
+      o_.run_dir = tmpl;
+      remove_run_dir_ = !o_.keep_run_dir;
+    }
+    fs::create_directories(fs::path(o_.run_dir) / "logs");
+    if (o_.curve) LSTASH_RETURN_IF_ERROR(MakeKeys());
+
+    const std::uint32_t n = 1 + o_.mappers + o_.reducers;
+    for (std::uint32_t w = 0; w < n; ++w) {
+      WorkerSlot s;
+      s.id = w;
+      s.name = w == 0 ? "source" : w <= o_.mappers ? fmt::format("map{}", w - 1) : fmt::format("reduce{}", w - 1 - o_.mappers);
+      workers_.push_back(s);
+      endpoints_.push_back(o_.transport == "tcp" ? fmt::format("tcp://{}:{}", o_.host, o_.base_port + w)
+                                                 : fmt::format("ipc://{}/w{}.sock", o_.run_dir, w));
+    }
+    for (std::uint32_t k = 0; k < o_.stores; ++k) {
+      StoreSlot s;
+      s.shard = static_cast<int>(k);
+      s.endpoint = o_.transport == "tcp" ? fmt::format("tcp://{}:{}", o_.host, o_.base_port + 500 + k)
+                                         : fmt::format("ipc://{}/store{}.sock", o_.run_dir, k);
+      s.dir = (fs::path(o_.run_dir) / fmt::format("store{}", k)).string();
+      s.log = (fs::path(o_.run_dir) / "logs" / fmt::format("store{}.log", k)).string();
+      stores_.push_back(s);
+      shard_endpoints_.push_back(s.endpoint);
+    }
+    coordinator_ = o_.transport == "tcp" ? fmt::format("tcp://{}:{}", o_.host, o_.base_port + 999)
+                                         : fmt::format("ipc://{}/coordinator.sock", o_.run_dir);
+    try {
+      control_ = zmq::socket_t(ctx_, zmq::socket_type::router);
+      control_.set(zmq::sockopt::linger, 0);
+      control_.bind(coordinator_);
+    } catch (const zmq::error_t& e) {
+      return Unavailable("binding the coordinator at " + coordinator_ + ": " + e.what());
+    }
+    for (auto& s : stores_) LSTASH_RETURN_IF_ERROR(StartStore(s, /*wait=*/true));
+    start_ = Mono();
+    start_wall_ = Wall();
+    for (auto& w : workers_) LSTASH_RETURN_IF_ERROR(StartWorker(w));
+    std::printf("lstash-run: %zu workers (source, %u mappers, %u reducers), %zu store server(s), %s; run dir %s\n",
+                workers_.size(), o_.mappers, o_.reducers, stores_.size(), std::string(ModeName(o_.mode)).c_str(),
+                o_.run_dir.c_str());
+    std::fflush(stdout);
+    return Status::OK();
+  }
+
+  Status MakeKeys() {
+    const std::string dir = (fs::path(o_.run_dir) / "keys").string();
+    std::vector<std::string> names;
+    for (std::uint32_t w = 0; w < 1 + o_.mappers + o_.reducers; ++w) names.push_back(fmt::format("worker-{}", w));
+    for (std::uint32_t k = 0; k < o_.stores; ++k) names.push_back(fmt::format("store-{}", k));
+    for (const auto& name : names) {
+      LSTASH_ASSIGN_OR_RETURN(auto keys, GenerateCurveKeyPair());
+      LSTASH_RETURN_IF_ERROR(WriteCurveKeyPair(keys, dir, name));
+    }
+    keys_dir_ = dir;
+    return Status::OK();
+  }
+
+  Status StartStore(StoreSlot& s, bool wait) {
+    std::vector<std::string> argv = {(fs::path(o_.bin_dir) / "lstash-store").string(), "--listen", s.endpoint,
+                                     "--data", s.dir};
+    if (!o_.store_sync) argv.push_back("--no-sync");
+    if (!keys_dir_.empty()) {
+      argv.insert(argv.end(), {"--keys", keys_dir_, "--name", fmt::format("store-{}", s.shard)});
+    }
+    const auto log_size = fs::exists(s.log) ? fs::file_size(s.log) : 0;
+    LSTASH_ASSIGN_OR_RETURN(s.pid, Spawn(argv, s.log));
+    if (!wait) return Status::OK();
+    // Bounded wait for its "listening" line.
+    const std::int64_t deadline = Mono() + 15 * kSec;
+    while (Mono() < deadline) {
+      std::ifstream in(s.log);
+      in.seekg(static_cast<std::streamoff>(log_size));
+      std::string line;
+      while (std::getline(in, line)) {
+        if (line.find("listening") != std::string::npos) return Status::OK();
+      }
+      for (const auto& e : ReapExited()) {
+        if (e.pid == s.pid) return Unavailable(fmt::format("store server {} exited with {} (see {})", s.shard, e.code, s.log));
+      }
+      usleep(10'000);  // waiting for a child to start, not synchronising a test
+    }
+    return Unavailable(fmt::format("store server {} did not start within 15 s (see {})", s.shard, s.log));
+  }
+
+  Status StartWorker(WorkerSlot& w) {
+    std::vector<std::string> argv = {(fs::path(o_.bin_dir) / "lstash-worker").string(),
+                                     "--id", std::to_string(w.id),
+                                     "--endpoints", Join(endpoints_),
+                                     "--store", Join(shard_endpoints_),
+                                     "--coordinator", coordinator_,
+                                     "--app", "wordcount",
+                                     "--app-config", app_config_.dump(),
+                                     "--mode", std::string(ModeName(o_.mode)),
+                                     "--f", std::to_string(o_.max_forward),
+                                     "--checkpoint-every", std::to_string(o_.checkpoint_every),
+                                     "--lease-ms", fmt::format("{}", o_.lease_ms),
+                                     "--heartbeat-ms", fmt::format("{}", o_.heartbeat_ms)};
+    if (o_.breakage != Breakage::kNone) argv.insert(argv.end(), {"--breakage", std::string(BreakageName(o_.breakage))});
+    if (!keys_dir_.empty()) argv.insert(argv.end(), {"--keys", keys_dir_});
+    const std::string log = (fs::path(o_.run_dir) / "logs" / fmt::format("{}.{}.log", w.name, w.incarnations)).string();
+    LSTASH_ASSIGN_OR_RETURN(w.pid, Spawn(argv, log));
+    ++w.incarnations;
+    w.up = true;
+    w.hello = false;
+    w.recovering = w.incarnations > 1;
+    w.last_heard = Mono();
+    w.restart_at = -1;
+    w.routing = fmt::format("w{}.{}", w.id, w.pid);
+    return Status::OK();
+  }
+
+  // ---------------------------------------------------------- the loop
+  int Coordinate() {
+    std::int64_t next_progress = start_ + kSec;
+    std::uint64_t last_emitted = 0, last_flushes = 0;
+    std::vector<std::int64_t> second_latencies;
+    const std::int64_t give_up = start_ + static_cast<std::int64_t>((o_.duration_s + o_.grace_s) * kSec);
+    for (;;) {
+      if (g_interrupted) {
+        std::printf("\nlstash-run: interrupted; stopping every process\n");
+        return 130;
+      }
+      const std::int64_t now = Mono();
+      ReceiveControl(&second_latencies);
+      HandleExits(now);
+      CheckHeartbeats(now);
+      InjectFaults(now);
+      RestartDue(now);
+      if (now >= next_progress) {
+        Progress(now, &last_emitted, &last_flushes, &second_latencies);
+        next_progress += kSec;
+      }
+      if (Done()) return Finish();
+      if (now > give_up) {
+        std::printf("\nFAIL: the job did not finish within %.0f s of its %.0f s duration\n", o_.grace_s, o_.duration_s);
+        failed_liveness_ = true;
+        return Finish();
+      }
+      zmq::pollitem_t item{static_cast<void*>(control_), 0, ZMQ_POLLIN, 0};
+      try {
+        zmq::poll(&item, 1, std::chrono::milliseconds(2));
+      } catch (const zmq::error_t&) {
+      }
+    }
+  }
+
+  WorkerSlot* ByRouting(const std::string& routing) {
+    for (auto& w : workers_) {
+      if (w.routing == routing) return &w;
+    }
+    return nullptr;
+  }
+
+  void SendTo(const std::string& routing, const nlohmann::json& message) {
+    const std::string bytes = EncodeControl(message);
+    try {
+      control_.send(zmq::buffer(routing), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+      control_.send(zmq::buffer(bytes), zmq::send_flags::dontwait);
+    } catch (const zmq::error_t&) {
+    }
+  }
+
+  void NotifyPeerDown(WorkerId down) {
+    for (auto& w : workers_) {
+      if (w.up && w.hello && w.id != down) SendTo(w.routing, {{"type", "peer_down"}, {"peer", down}});
+    }
+  }
+
+  void ReceiveControl(std::vector<std::int64_t>* latencies) {
+    for (int i = 0; i < 1000; ++i) {
+      zmq::message_t routing, body;
+      try {
+        if (!control_.recv(routing, zmq::recv_flags::dontwait)) return;
+        if (!routing.more() || !control_.recv(body, zmq::recv_flags::dontwait)) continue;
+      } catch (const zmq::error_t&) {
+        return;
+      }
+      nlohmann::json m;
+      if (!DecodeControl(body.to_string_view(), &m).ok()) continue;
+      const std::string type = m["type"];
+      WorkerSlot* w = ByRouting(routing.to_string());
+      if (w == nullptr) {
+        if (type == "fenced") std::printf("*** a replaced incarnation of worker %u was fenced: %s\n",
+                                          m.value("id", 0u), m.value("message", "").c_str());
+        continue;  // an older incarnation (a zombie) or a stranger
+      }
+      w->last_heard = Mono();
+      w->epoch = m.value("epoch", w->epoch);
+      if (type == "hello") {
+        w->hello = true;
+        w->recovering = m.value("recovering", false);
+        for (const auto& other : workers_) {
+          if (!other.up && other.id != w->id) SendTo(w->routing, {{"type", "peer_down"}, {"peer", other.id}});
+        }
+        if (w->open_crash >= 0) {
+          crashes_[w->open_crash].restarted_at = Mono();
+          // Only now, with the new incarnation listening: a survivor that
+          // reconnected earlier could land in a paused zombie's backlog.
+          for (const auto& other : workers_) {
+            if (other.up && other.hello && other.id != w->id) SendTo(other.routing, {{"type", "peer_up"}, {"peer", w->id}});
+          }
+        }
+      } else if (type == "heartbeat") {
+        w->recovering = m.value("recovering", false);
+        w->metrics = m["metrics"];
+        const auto& app = m["app"];
+        if (app.contains("emitted")) emitted_ = app["emitted"].get<std::uint64_t>();
+        if (app.contains("latency")) {
+          for (const auto& pair : app["latency"]) {
+            const std::int64_t emitted_wall = pair[0], latency = pair[1];
+            latencies->push_back(latency);
+            all_latencies_.push_back(latency);
+            samples_.emplace_back(emitted_wall, latency);
+          }
+        }
+      } else if (type == "recovered") {
+        w->recovering = false;
+        if (w->open_crash >= 0) {
+          Crash& c = crashes_[w->open_crash];
+          c.recovered = true;
+          c.recovered_at = Mono();
+          c.recovered_wall = Wall();
+          c.replayed = m.value("replayed", 0ull);
+          c.gather_ms = m.value("gather_ms", 0.0);
+          c.recovery_ms = m.value("total_ms", 0.0);
+          std::printf("*** %6.2fs  %s recovered in %.1f ms (lineage gathered in %.1f ms): %llu tasks replayed"
+                      " (%llu entries from the store, %llu from survivors)%s\n",
+                      Secs(c.recovered_at), w->name.c_str(), c.recovery_ms, c.gather_ms,
+                      static_cast<unsigned long long>(c.replayed), m.value("from_store", 0ull),
+                      m.value("from_survivors", 0ull), m.value("ok", true) ? "" : " -- NOT OK");
+          w->open_crash = -1;
+        }
+      } else if (type == "result") {
+        w->result = m["result"];
+      } else if (type == "fatal" || type == "fenced") {
+        std::printf("*** %s (%s): %s\n", w->name.c_str(), type.c_str(), m.value("message", "").c_str());
+      }
+    }
+  }
+
+  double Secs(std::int64_t mono) const { return static_cast<double>(mono - start_) / kSec; }
+
+  void WorkerDown(WorkerSlot& w, const std::string& detected_by, std::int64_t now) {
+    w.up = false;
+    w.hello = false;
+    w.routing.clear();
+    int ci = w.open_crash;
+    if (ci < 0) {  // a failure we did not inject
+      crashes_.push_back(Crash{w.name, "failed", "", now, Wall()});
+      ci = static_cast<int>(crashes_.size()) - 1;
+      w.open_crash = ci;
+    }
+    Crash& c = crashes_[ci];
+    if (c.detected_at == 0) {
+      c.detected_at = now;
+      c.detected_by = detected_by;
+      std::printf("*** %6.2fs  %s down (%s), detected after %.1f ms\n", Secs(now), w.name.c_str(), detected_by.c_str(),
+                  static_cast<double>(now - c.fault_at) / kMs);
+    }
+    NotifyPeerDown(w.id);
+    w.restart_at = now + static_cast<std::int64_t>(o_.restart_delay_ms * kMs);
+  }
+
+  void HandleExits(std::int64_t now) {
+    for (const auto& e : ReapExited()) {
+      bool known = false;
+      for (auto& w : workers_) {
+        if (w.pid == e.pid) {
+          known = true;
+          w.pid = 0;
+          if (w.up) {
+            if (stopping_) w.up = false;  // told to shut down
+            else WorkerDown(w, "exit", now);
+          }
+        }
+      }
+      for (auto& s : stores_) {
+        if (s.pid == e.pid) {
+          known = true;
+          s.pid = 0;
+          if (!stopping_) {
+            std::printf("*** %6.2fs  store server %d exited (%d); restarting it on the same data\n", Secs(now), s.shard,
+                        e.code);
+            s.restart_at = now + static_cast<std::int64_t>(o_.restart_delay_ms * kMs);
+          }
+        }
+      }
+      if (!known) {
+        const bool fenced = e.code == kExitFenced;
+        std::printf("*** %6.2fs  a replaced incarnation (pid %d) exited with %d%s\n", Secs(now), e.pid, e.code,
+                    fenced ? ": fenced, as it should be" : "");
+        if (fenced) ++zombies_fenced_;
+      }
+    }
+  }
+
+  void CheckHeartbeats(std::int64_t now) {
+    for (auto& w : workers_) {
+      if (!w.up || w.pid == 0) continue;
+      // A new process gets longer to say hello (it connects to the store first).
+      const std::int64_t limit = w.hello ? static_cast<std::int64_t>(o_.heartbeat_timeout_ms * kMs) : 10 * kSec;
+      if (now - w.last_heard > limit) {
+        // Unreachable but maybe alive (paused, partitioned): replace it
+        // without killing it; the store and the peers fence it.
+        zombie_pids_.push_back(w.pid);
+        w.pid = 0;
+        WorkerDown(w, "heartbeat", now);
+      }
+    }
+  }
+
+  WorkerSlot* Target(const std::string& name) {
+    for (auto& w : workers_) {
+      if (w.name == name || std::to_string(w.id) == name) return &w;
+    }
+    return nullptr;
+  }
+
+  void InjectFaults(std::int64_t now) {
+    for (std::size_t i = 0; i < o_.faults.size(); ++i) {
+      FaultSpec& f = o_.faults[i];
+      if (fault_done_.count(i)) continue;
+      if (now < start_ + static_cast<std::int64_t>(f.at_s * kSec)) continue;
+      std::vector<WorkerSlot*> targets;
+      bool store_fault = false;
+      for (const auto& t : f.targets) {
+        if (t.rfind("store", 0) == 0) {
+          store_fault = true;
+          const int k = std::atoi(t.c_str() + 5);
+          if (k >= 0 && k < static_cast<int>(stores_.size()) && stores_[k].pid > 0) {
+            kill(stores_[k].pid, SIGKILL);
+            std::printf("*** %6.2fs  killed store server %d (SIGKILL)\n", Secs(now), k);
+          }
+          continue;
+        }
+        WorkerSlot* w = Target(t);
+        if (w != nullptr) targets.push_back(w);
+      }
+      if (store_fault && targets.empty()) {
+        fault_done_.insert(i);
+        continue;
+      }
+      // Every target must be running (and, for during_recovery, recovering).
+      bool ready = !targets.empty();
+      for (auto* w : targets) ready = ready && w->up && w->pid > 0 && (!f.during_recovery || (w->hello && w->recovering));
+      if (!ready) continue;
+      fault_done_.insert(i);
+      for (auto* w : targets) {
+        const bool pause = f.kind == FaultSpec::Kind::kPause;
+        kill(w->pid, pause ? SIGSTOP : SIGKILL);
+        if (w->open_crash < 0) {
+          crashes_.push_back(Crash{w->name, pause ? "paused" : "killed", "", now, Wall()});
+          w->open_crash = static_cast<int>(crashes_.size()) - 1;
+        }
+        std::printf("*** %6.2fs  %s %s (%s)%s\n", Secs(now), pause ? "paused" : "killed", w->name.c_str(),
+                    pause ? "SIGSTOP" : "SIGKILL", f.during_recovery ? " while it recovers" : "");
+        if (pause) resumes_.push_back({now + static_cast<std::int64_t>(f.pause_s * kSec), w->pid});
+      }
+    }
+    for (auto it = resumes_.begin(); it != resumes_.end();) {
+      if (now >= it->first) {
+        kill(it->second, SIGCONT);
+        std::printf("*** %6.2fs  resumed pid %d (SIGCONT)\n", Secs(now), it->second);
+        it = resumes_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
+  void RestartDue(std::int64_t now) {
+    for (auto& w : workers_) {
+      if (w.up || w.restart_at < 0 || now < w.restart_at || w.pid != 0) continue;
+      if (Status s = StartWorker(w); !s.ok()) {
+        std::printf("*** cannot restart %s: %s\n", w.name.c_str(), s.ToString().c_str());
+        w.restart_at = now + kSec;
+        continue;
+      }
+      std::printf("*** %6.2fs  %s restarted (incarnation %d): recovering\n", Secs(now), w.name.c_str(), w.incarnations);
+    }
+    for (auto& s : stores_) {
+      if (s.restart_at < 0 || now < s.restart_at) continue;
+      s.restart_at = -1;
+      if (Status st = StartStore(s, /*wait=*/false); !st.ok()) std::printf("*** cannot restart store: %s\n", st.ToString().c_str());
+    }
+  }
+
+  void Progress(std::int64_t now, std::uint64_t* last_emitted, std::uint64_t* last_flushes,
+                std::vector<std::int64_t>* latencies) {
+    std::uint64_t stash = 0, flushes = 0;
+    std::string down;
+    for (const auto& w : workers_) {
+      if (w.metrics.is_object()) {
+        stash += w.metrics.value("stash_entries", 0ull);
+        flushes += w.metrics.value("flush_batches", 0ull);
+      }
+      if (!w.up) down += " " + w.name + " down";
+      else if (w.recovering) down += " " + w.name + " recovering";
+    }
+    const std::string line =
+        fmt::format("[{:5.1f}s] {:7} lines/s | latency p50 {:7.2f} ms p99 {:8.2f} ms | stash {:6} entries | {:5} flushes/s{}",
+                    Secs(now), emitted_ - *last_emitted, PercentileMs(*latencies, 0.5), PercentileMs(*latencies, 0.99),
+                    stash, flushes - std::min(flushes, *last_flushes), down);
+    std::printf("%s\n", line.c_str());
+    std::fflush(stdout);
+    *last_emitted = emitted_;
+    *last_flushes = flushes;
+    latencies->clear();
+  }
+
+  bool Done() const {
+    for (const auto& w : workers_) {
+      if (w.id == 0 || w.id > o_.mappers) {  // the source and the reducers report results
+        if (!w.result) return false;
+      }
+    }
+    for (const auto& c : crashes_) {
+      if (!c.recovered && c.how != "failed") return false;  // wait for every injected failure to recover
+    }
+    return true;
+  }
+
+  int Finish() {
+    stopping_ = true;
+    for (auto& w : workers_) {
+      if (w.up && w.hello) SendTo(w.routing, {{"type", "shutdown"}});
+    }
+    // Give the workers a moment to exit on their own.
+    const std::int64_t deadline = Mono() + 3 * kSec;
+    while (Mono() < deadline) {
+      HandleExits(Mono());
+      bool any = false;
+      for (const auto& w : workers_) any = any || w.pid > 0;
+      if (!any) break;
+      usleep(5000);  // reaping children
+    }
+
+    std::uint64_t emitted = 0;
+    std::map<std::string, std::uint64_t> got;
+    bool have_all = workers_[0].result.has_value();
+    if (have_all) emitted = (*workers_[0].result).value("emitted", 0ull);
+    for (const auto& w : workers_) {
+      if (w.id <= o_.mappers) continue;
+      if (!w.result) {
+        have_all = false;
+        continue;
+      }
+      for (const auto& [word, n] : (*w.result)["counts"].items()) got[word] += n.get<std::uint64_t>();
+    }
+    const auto expected = WordcountExpected(input_, emitted);
+    std::uint64_t differ = 0;
+    std::set<std::string> words;
+    for (const auto& [word, n] : expected) words.insert(word);
+    for (const auto& [word, n] : got) words.insert(word);
+    std::string first_diff;
+    for (const auto& word : words) {
+      const auto e = expected.count(word) ? expected.at(word) : 0;
+      const auto g = got.count(word) ? got.at(word) : 0;
+      if (e != g) {
+        if (differ++ == 0) first_diff = fmt::format(" (first: '{}' expected {} got {})", word, e, g);
+      }
+    }
+    std::uint64_t words_total = 0;
+    for (const auto& [word, n] : expected) words_total += n;
+    const bool pass = have_all && differ == 0 && !failed_liveness_;
+
+    const double run_s = Secs(Mono());
+    std::printf("\ndone in %.1f s: the source emitted %llu lines; end-to-end latency p50 %.2f ms, p99 %.2f ms\n", run_s,
+                static_cast<unsigned long long>(emitted), PercentileMs(all_latencies_, 0.5),
+                PercentileMs(all_latencies_, 0.99));
+    nlohmann::json crashes = nlohmann::json::array();
+    for (const auto& c : crashes_) {
+      std::vector<std::int64_t> during;
+      for (const auto& [emitted_wall, latency] : samples_) {
+        if (emitted_wall >= c.fault_wall && (!c.recovered || emitted_wall <= c.recovered_wall)) during.push_back(latency);
+      }
+      const double detect_ms = c.detected_at ? static_cast<double>(c.detected_at - c.fault_at) / kMs : -1;
+      const double restart_ms = c.restarted_at ? static_cast<double>(c.restarted_at - c.fault_at) / kMs : -1;
+      const double recovered_ms = c.recovered ? static_cast<double>(c.recovered_at - c.fault_at) / kMs : -1;
+      std::printf("%s %s: detected after %.1f ms (%s), new incarnation up after %.1f ms, recovered after %.1f ms "
+                  "(recovery itself %.1f ms, %llu tasks replayed); latency meanwhile p50 %.2f ms, p99 %.2f ms\n",
+                  c.how.c_str(), c.target.c_str(), detect_ms, c.detected_by.c_str(), restart_ms, recovered_ms,
+                  c.recovery_ms, static_cast<unsigned long long>(c.replayed), PercentileMs(during, 0.5),
+                  PercentileMs(during, 0.99));
+      crashes.push_back({{"target", c.target},
+                         {"how", c.how},
+                         {"detected_by", c.detected_by},
+                         {"detect_ms", detect_ms},
+                         {"restart_ms", restart_ms},
+                         {"recovered_ms", recovered_ms},
+                         {"recovery_ms", c.recovery_ms},
+                         {"gather_ms", c.gather_ms},
+                         {"replayed", c.replayed},
+                         {"latency_p50_ms", PercentileMs(during, 0.5)},
+                         {"latency_p99_ms", PercentileMs(during, 0.99)}});
+    }
+    if (zombies_fenced_) std::printf("%d replaced incarnation(s) exited fenced\n", zombies_fenced_);
+    if (pass) {
+      std::printf("PASS: the reducers' counts equal a direct count of the %llu emitted lines (%llu words, %zu distinct, 0 differ)\n",
+                  static_cast<unsigned long long>(emitted), static_cast<unsigned long long>(words_total), expected.size());
+    } else if (!have_all) {
+      std::printf("FAIL: not every worker reported its result\n");
+    } else {
+      std::printf("FAIL: %llu of %zu words differ from a direct count of the %llu emitted lines%s\n",
+                  static_cast<unsigned long long>(differ), words.size(), static_cast<unsigned long long>(emitted),
+                  first_diff.c_str());
+    }
+    if (o_.json) {
+      nlohmann::json j{{"result", pass ? "PASS" : "FAIL"},
+                       {"emitted", emitted},
+                       {"words_differ", differ},
+                       {"run_s", run_s},
+                       {"latency_p50_ms", PercentileMs(all_latencies_, 0.5)},
+                       {"latency_p99_ms", PercentileMs(all_latencies_, 0.99)},
+                       {"zombies_fenced", zombies_fenced_},
+                       {"crashes", crashes}};
+      std::printf("%s\n", j.dump().c_str());
+    }
+    std::fflush(stdout);
+    return pass ? 0 : 1;
+  }
+
+  void Cleanup() {
+    stopping_ = true;
+    std::vector<pid_t> pids;
+    for (const auto& w : workers_) pids.push_back(w.pid);
+    for (const auto& s : stores_) pids.push_back(s.pid);
+    for (pid_t p : zombie_pids_) pids.push_back(p);
+    StopAll(pids, 2 * kSec);
+    (void)ReapExited();
+    if (remove_run_dir_) {
+      std::error_code ec;
+      fs::remove_all(o_.run_dir, ec);
+    } else if (!o_.run_dir.empty()) {
+      std::printf("run directory kept: %s\n", o_.run_dir.c_str());
+    }
+  }
+
+  RunOptions o_;
+  zmq::context_t ctx_;
+  zmq::socket_t control_;
+  nlohmann::json app_config_;
+  std::vector<std::string> input_;
+  std::vector<WorkerSlot> workers_;
+  std::vector<StoreSlot> stores_;
+  std::vector<std::string> endpoints_, shard_endpoints_;
+  std::string coordinator_, keys_dir_;
+  bool remove_run_dir_ = false;
+  bool stopping_ = false;
+  bool failed_liveness_ = false;
+  std::int64_t start_ = 0, start_wall_ = 0;
+  std::uint64_t emitted_ = 0;
+  std::vector<Crash> crashes_;
+  std::set<std::size_t> fault_done_;
+  std::vector<std::pair<std::int64_t, pid_t>> resumes_;
+  std::vector<pid_t> zombie_pids_;
+  int zombies_fenced_ = 0;
+  std::vector<std::int64_t> all_latencies_;
+  std::vector<std::pair<std::int64_t, std::int64_t>> samples_;  // (emitted wall, latency)
+};
+
+}  // namespace
+
+int RunJob(const RunOptions& options) {
+  Launcher launcher(options);
+  return launcher.Run();
+}
+
+}  // namespace lstash::runtime

@@ -1,0 +1,65 @@
+// lstash-run: starts a job on this machine -- its store server(s), its
+// worker processes -- and coordinates it: detects a dead worker by its exit
+// or by missed heartbeats, starts a new incarnation, tells the survivors,
+// reports detection and recovery times, injects the faults asked for, shows
+// live progress, and at the end checks the result against a direct
+// computation (PASS/FAIL).
+#pragma once
+
+#include <lstash/worker.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace lstash::runtime {
+
+// A fault to inject. Targets name a worker ("source", "map0", "reduce1" or
+// a worker id) or a store shard ("store0").
+struct FaultSpec {
+  enum class Kind { kKill, kPause } kind = Kind::kKill;
+  std::vector<std::string> targets;  // several: at the same moment
+  double at_s = 0;                   // seconds after the job started
+  double pause_s = 0;                // kPause: how long the target stays stopped
+  bool during_recovery = false;      // kKill: wait until the target is recovering, then kill it again
+};
+
+struct RunOptions {
+  // The job.
+  std::uint32_t mappers = 2;
+  std::uint32_t reducers = 2;
+  std::vector<std::string> input;  // default: /usr/share/common-licenses/*
+  double rate = 20000;             // lines/s
+  double duration_s = 20;
+  std::uint32_t max_batch = 200;
+  // Fault tolerance.
+  Mode mode = Mode::kLineageStash;
+  Breakage breakage = Breakage::kNone;
+  std::uint32_t max_forward = 1;
+  std::uint32_t checkpoint_every = 2000;
+  double lease_ms = 1000;
+  // Failure detection.
+  double heartbeat_ms = 50;
+  double heartbeat_timeout_ms = 200;
+  double restart_delay_ms = 0;
+  // Faults.
+  std::vector<FaultSpec> faults;
+  // Where things run.
+  std::uint32_t stores = 1;
+  std::string transport = "ipc";  // ipc (in the run directory) or tcp
+  std::string host = "127.0.0.1";
+  std::uint16_t base_port = 17000;  // tcp: workers base+id, stores base+500+k, coordinator base+999
+  std::string run_dir;              // default: a new temp directory, removed at the end
+  bool keep_run_dir = false;
+  bool curve = false;               // generate keys and authenticate + encrypt every socket
+  bool store_sync = true;
+  std::string bin_dir;              // where lstash-worker and lstash-store are (default: next to lstash-run)
+  double grace_s = 60;              // how long past the duration the job may take to finish
+  bool json = false;                // a JSON summary as the last line
+};
+
+// Runs the job; returns the process exit code (0 PASS, 1 FAIL, 2 usage
+// or setup error, 130 interrupted).
+int RunJob(const RunOptions& options);
+
+}  // namespace lstash::runtime

@@ -1,0 +1,246 @@
+#include "runtime/worker_host.h"
+
+#include "runtime/app.h"
+#include "runtime/control.h"
+
+#include <lstash/remote_store.h>
+#include <lstash/transport.h>
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <mutex>
+#include <zmq.hpp>
+
+namespace lstash::runtime {
+namespace {
+
+constexpr std::int64_t kMs = 1'000'000;
+constexpr int kMaxTasksPerTurn = 512;
+constexpr std::int64_t kTickNanos = 2 * kMs;
+
+std::int64_t Mono() { return SystemClock()->MonotonicNanos(); }
+
+// Recovery reports arrive on the Worker's threads; the loop forwards them.
+class RecoveryListener final : public Listener {
+ public:
+  void OnRecoveryEnd(const RecoveryStats& stats) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    ended_.push_back(stats);
+  }
+  std::vector<RecoveryStats> Take() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return std::move(ended_);
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<RecoveryStats> ended_;
+};
+
+bool IsFenced(const Status& s) {
+  return s.code() == Code::kFailedPrecondition &&
+         (s.message().find("fenced") != std::string_view::npos || s.message().find("lease") != std::string_view::npos);
+}
+
+class Host {
+ public:
+  explicit Host(const HostOptions& o) : o_(o), control_ctx_(1) {}
+
+  int Run() {
+    if (Status s = Setup(); !s.ok()) {
+      spdlog::error("worker {}: {}", o_.id, s.ToString());
+      Report({{"type", "fatal"}, {"message", s.ToString()}});
+      return IsFenced(s) ? kExitFenced : kExitError;
+    }
+    Report({{"type", "hello"}, {"pid", static_cast<long>(getpid())}, {"recovering", worker_->recovering()}});
+    return Loop();
+  }
+
+ private:
+  Status Setup() {
+    RemoteStoreOptions so;
+    so.shards = o_.store_shards;
+    so.deadline_nanos = o_.store_deadline_nanos;
+    so.curve = o_.store_curve;
+    LSTASH_ASSIGN_OR_RETURN(store_, OpenRemoteStore(so));
+
+    WorkerOptions wo;
+    wo.id = o_.id;
+    wo.num_workers = static_cast<std::uint32_t>(o_.endpoints.size());
+    wo.mode = o_.mode;
+    wo.breakage = o_.breakage;
+    wo.max_forward = o_.max_forward;
+    wo.lease_nanos = o_.lease_nanos;
+    wo.listener = &listener_;
+    LSTASH_ASSIGN_OR_RETURN(worker_, Worker::Open(wo, store_.get()));
+
+    AppContext ctx{o_.id, wo.num_workers, o_.app_config};
+    LSTASH_ASSIGN_OR_RETURN(app_, MakeApp(o_.app, ctx));
+    if (auto snapshot = worker_->TakeRestoredSnapshot()) LSTASH_RETURN_IF_ERROR(app_->Restore(*snapshot));
+
+    TransportOptions to;
+    to.self = o_.id;
+    to.endpoints = o_.endpoints;
+    to.curve = o_.transport_curve;
+    LSTASH_ASSIGN_OR_RETURN(transport_, Transport::Open(to));
+
+    if (!o_.coordinator.empty()) {
+      try {
+        control_ = zmq::socket_t(control_ctx_, zmq::socket_type::dealer);
+        control_.set(zmq::sockopt::linger, 200);
+        control_.set(zmq::sockopt::routing_id, "w" + std::to_string(o_.id) + "." + std::to_string(getpid()));
+        control_.connect(o_.coordinator);
+      } catch (const zmq::error_t& e) {
+        return Unavailable(std::string("connecting to the coordinator at ") + o_.coordinator + ": " + e.what());
+      }
+    }
+    return Status::OK();
+  }
+
+  void Report(nlohmann::json message) {
+    if (o_.coordinator.empty() || !control_) return;
+    message["id"] = o_.id;
+    message["epoch"] = worker_ ? worker_->epoch() : 0;
+    const std::string bytes = EncodeControl(message);
+    try {
+      (void)control_.send(zmq::buffer(bytes), zmq::send_flags::dontwait);
+    } catch (const zmq::error_t& e) {
+      spdlog::warn("worker {}: control message lost: {}", o_.id, e.what());
+    }
+  }
+
+  // Messages from the coordinator. Returns false on shutdown.
+  bool HandleControl() {
+    if (!control_) return true;
+    for (;;) {
+      zmq::message_t msg;
+      zmq::recv_result_t got;
+      try {
+        got = control_.recv(msg, zmq::recv_flags::dontwait);
+      } catch (const zmq::error_t&) {
+        return true;
+      }
+      if (!got) return true;
+      nlohmann::json m;
+      if (!DecodeControl(msg.to_string_view(), &m).ok()) continue;
+      const std::string type = m["type"];
+      if (type == "shutdown") return false;
+      if (type == "peer_down") worker_->PeerDown(m.value("peer", 0u));
+      if (type == "peer_up") (void)transport_->Reconnect(m.value("peer", 0u));  // to its new incarnation
+    }
+  }
+
+  void Heartbeat() {
+    Metrics m = worker_->GetMetrics();
+    TransportMetrics t = transport_->GetMetrics();
+    nlohmann::json stats;
+    app_->TakeStats(&stats);
+    Report({{"type", "heartbeat"},
+            {"recovering", m.recovering},
+            {"metrics",
+             {{"stash_entries", m.stash_entries},
+              {"stash_bytes", m.stash_bytes},
+              {"flush_batches", m.flush_batches},
+              {"tasks_executed", m.tasks_executed},
+              {"replayed_tasks", m.replayed_tasks},
+              {"piggybacked_entries", m.piggybacked_entries},
+              {"task_frames", m.task_frames},
+              {"frames_corrupt", m.frames_corrupt},
+              {"frames_stale", m.frames_stale},
+              {"outbox_messages", m.outbox_messages},
+              {"transport_rejected", t.rejected}}},
+            {"app", std::move(stats)}});
+  }
+
+  int Loop() {
+    std::int64_t next_tick = 0, next_heartbeat = 0, last_live_task = 0;
+    std::uint32_t since_checkpoint = 0;
+    bool result_sent = false;
+    std::vector<Incoming> incoming;
+    for (;;) {
+      // Run what is ready.
+      int ran = 0;
+      const std::int64_t interval = app_->MinTaskIntervalNanos();
+      while (ran < kMaxTasksPerTurn) {
+        const bool replaying = worker_->recovering();
+        if (!replaying && interval > 0 && Mono() - last_live_task < interval) break;
+        auto task = worker_->NextTask();
+        if (!task.ok()) return Fail(task.status());
+        if (!task->has_value()) break;
+        Status s = app_->Execute(*worker_, **task);
+        if (!s.ok()) return Fail(s.WithContext("task " + ToString((*task)->id)));
+        ++ran;
+        if (!(*task)->replayed) last_live_task = Mono();
+        if (o_.checkpoint_every && ++since_checkpoint >= o_.checkpoint_every) {
+          since_checkpoint = 0;
+          if (Status c = worker_->Checkpoint(app_->Snapshot()); !c.ok()) return Fail(c);
+        }
+      }
+      const std::int64_t now = Mono();
+      if (now >= next_tick) {
+        worker_->Tick();
+        next_tick = now + kTickNanos;
+      }
+      for (auto& f : worker_->TakeFrames()) (void)transport_->Send(f.dest, f.bytes);  // the Worker resends what is lost
+      if (!worker_->health().ok()) return Fail(worker_->health());
+
+      for (const auto& r : listener_.Take()) {
+        Report({{"type", "recovered"},
+                {"replayed", r.tasks_replayed},
+                {"gather_ms", r.gather_nanos / 1e6},
+                {"total_ms", r.total_nanos / 1e6},
+                {"from_store", r.from_store},
+                {"from_survivors", r.from_survivors},
+                {"ok", r.status.ok()},
+                {"status", r.status.ToString()}});
+      }
+      if (!result_sent && !worker_->recovering() && app_->Finished()) {
+        if (auto result = app_->Result()) Report({{"type", "result"}, {"result", std::move(*result)}});
+        result_sent = true;
+      }
+      if (now >= next_heartbeat) {
+        Heartbeat();
+        next_heartbeat = now + o_.heartbeat_nanos;
+      }
+      if (!HandleControl()) {
+        (void)worker_->Sync(2'000'000'000);
+        return kExitDone;
+      }
+      incoming.clear();
+      const std::int64_t wait = ran > 0 ? 0 : std::min<std::int64_t>(kMs, std::max<std::int64_t>(0, next_tick - now));
+      if (Status s = transport_->Poll(wait, &incoming); !s.ok()) return Fail(s);
+      for (const auto& in : incoming) (void)worker_->ReceiveFrom(in.from, in.bytes);  // rejects are counted
+    }
+  }
+
+  int Fail(const Status& s) {
+    const bool fenced = IsFenced(s);
+    if (fenced) {
+      spdlog::warn("worker {} incarnation {}: fenced, exiting: {}", o_.id, worker_ ? worker_->epoch() : 0,
+                   s.ToString());
+    } else {
+      spdlog::error("worker {}: {}", o_.id, s.ToString());
+    }
+    Report({{"type", fenced ? "fenced" : "fatal"}, {"message", s.ToString()}});
+    return fenced ? kExitFenced : kExitError;
+  }
+
+  const HostOptions o_;
+  RecoveryListener listener_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Worker> worker_;
+  std::unique_ptr<App> app_;
+  std::unique_ptr<Transport> transport_;
+  zmq::context_t control_ctx_;
+  zmq::socket_t control_;
+};
+
+}  // namespace
+
+int RunWorkerHost(const HostOptions& options) {
+  Host host(options);
+  return host.Run();
+}
+
+}  // namespace lstash::runtime
