@@ -1,8 +1,11 @@
-// Raw synced Store::Append into the RocksDB store: the ceiling a worker's
-// flusher is compared against. Each iteration appends one batch of ~100-byte
-// records to one worker's log and waits for the sync.
+// Raw synced Store::Append: the ceiling a worker's flusher is compared
+// against, into the embedded RocksDB store and, side by side, into the same
+// store behind a store server (lstash-store) over loopback tcp. Each
+// iteration appends one batch of ~100-byte records to one worker's log and
+// waits for the sync (and, remote, the acknowledgement).
 
 #include <benchmark/benchmark.h>
+#include <lstash/remote_store.h>
 #include <lstash/store.h>
 #include <stdlib.h>
 
@@ -36,21 +39,9 @@ class BenchDir {
   std::string path_;
 };
 
-void BM_RocksDbSyncedAppend(benchmark::State& state) {
+// Appends batches of state.range(0) records to `store` until the state ends.
+void SyncedAppends(benchmark::State& state, Store* store) {
   const auto batch_size = static_cast<size_t>(state.range(0));
-  BenchDir dir;
-  if (dir.path().empty()) {
-    state.SkipWithError("cannot create a temporary directory");
-    return;
-  }
-  RocksDbStoreOptions options;
-  options.sync = true;
-  auto opened = OpenRocksDbStore(dir.path() + "/db", options);
-  if (!opened.ok()) {
-    state.SkipWithError(opened.status().ToString().c_str());
-    return;
-  }
-  std::unique_ptr<Store> store = std::move(opened).value();
   auto epoch = store->BeginIncarnation(0);
   if (!epoch.ok()) {
     state.SkipWithError(epoch.status().ToString().c_str());
@@ -79,10 +70,47 @@ void BM_RocksDbSyncedAppend(benchmark::State& state) {
   }
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * batch_size));
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * batch_size * kRecordBytes));
+}
+
+std::unique_ptr<Store> OpenSynced(benchmark::State& state, const std::string& path) {
+  RocksDbStoreOptions options;
+  options.sync = true;
+  auto opened = OpenRocksDbStore(path, options);
+  if (!opened.ok()) {
+    state.SkipWithError(opened.status().ToString().c_str());
+    return nullptr;
+  }
+  return std::move(opened).value();
+}
+
+void BM_RocksDbSyncedAppend(benchmark::State& state) {
+  BenchDir dir;
+  if (dir.path().empty()) return state.SkipWithError("cannot create a temporary directory");
+  std::unique_ptr<Store> store = OpenSynced(state, dir.path() + "/db");
+  if (store) SyncedAppends(state, store.get());
   store.reset();  // close before the directory goes
 }
+
+void BM_StoreServerSyncedAppend(benchmark::State& state) {
+  BenchDir dir;
+  if (dir.path().empty()) return state.SkipWithError("cannot create a temporary directory");
+  StoreServerOptions server_options;
+  server_options.listen = "tcp://127.0.0.1:0";
+  server_options.data_dir = dir.path() + "/db";
+  auto server = StoreServer::Start(server_options);
+  if (!server.ok()) return state.SkipWithError(server.status().ToString().c_str());
+  RemoteStoreOptions client_options;
+  client_options.shards = {(*server)->endpoint()};
+  auto store = OpenRemoteStore(client_options);
+  if (!store.ok()) return state.SkipWithError(store.status().ToString().c_str());
+  SyncedAppends(state, store->get());
+  store->reset();
+  server->reset();  // stop before the directory goes
+}
+
 // Synced writes wait on the disk, not the CPU: rate them by wall time.
 BENCHMARK(BM_RocksDbSyncedAppend)->Arg(1)->Arg(100)->Arg(1000)->UseRealTime();
+BENCHMARK(BM_StoreServerSyncedAppend)->Arg(1)->Arg(100)->Arg(1000)->UseRealTime();
 
 }  // namespace
 }  // namespace lstash

@@ -83,8 +83,10 @@ class LSTASH_EXPORT Transport {
 
   // Drops the connection to `peer` and connects afresh: a replaced peer's
   // new incarnation may listen where the old one still holds a connection
-  // (a paused or partitioned process). Frames still queued for `peer` are
-  // dropped; the Worker resends what was not acknowledged.
+  // (a paused or partitioned process). Call it from
+  // Listener::OnPeerIncarnation, before sending `peer` anything more.
+  // Frames still queued for `peer` are dropped; the Worker resends what was
+  // not acknowledged.
   virtual Status Reconnect(WorkerId peer) = 0;
 
   virtual TransportMetrics GetMetrics() const = 0;

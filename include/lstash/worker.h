@@ -111,6 +111,10 @@ class LSTASH_EXPORT Listener {
   // A background (flush) error. It is sticky: the Worker reports it from
   // every later call as well.
   virtual void OnBackgroundError(const Status& /*status*/) {}
+  // A new incarnation of `peer` was heard from, on the thread that called
+  // Receive, before any frame for it is queued. An engine whose connection
+  // may still reach the old process (paused, partitioned) reconnects now.
+  virtual void OnPeerIncarnation(WorkerId /*peer*/, Epoch /*epoch*/) {}
 };
 
 struct WorkerOptions {

@@ -757,6 +757,10 @@ void WorkerImpl::LearnEpoch(WorkerId w, Epoch e) {
     peers_[w].epochs.push_back(EpochRecord{e, 0});
   }
   if (previous == 0 && peers_[w].current() == 1) return;  // its first incarnation, which we addressed as epoch 0
+  if (options_.listener) {
+    Listener* l = options_.listener;
+    callbacks_.push_back([l, w, e] { l->OnPeerIncarnation(w, e); });
+  }
   // The new incarnation lost its stash and its inbox.
   stash_.ForgetPeer(w);
   OutChannel& ch = out_[w];

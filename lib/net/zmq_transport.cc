@@ -13,11 +13,10 @@
 //           connects; what was already written to a connection that then
 //           broke is lost, and the Worker resends it.
 //   Frames to ourselves never touch a socket: they wait in a local queue.
-//   Both ends send ZMTP heartbeats (every 1 s; 5 s without traffic drops the
-//   connection, and the DEALER reconnects). Besides finding dead peers, this
-//   ends a connection displaced by a handover, which libzmq 4.3 otherwise
-//   leaves open and stalled (libzmq issue #4407): messages sent on it are
-//   lost (the Worker resends them) until it is dropped and reconnects.
+//   A DEALER whose peer died reconnects by itself (10 ms, backing off to
+//   500 ms). A peer that was replaced while alive (paused, partitioned)
+//   still holds its connection: the engine calls Reconnect() when the
+//   Worker hears from the new incarnation (Listener::OnPeerIncarnation).
 //
 // Checks on every received message (failures are counted in `rejected` and
 // logged, the first 10 and then every 1000th):
@@ -57,9 +56,7 @@ constexpr int kReconnectIvlMs = 10;       // first reconnect attempt
 constexpr int kReconnectIvlMaxMs = 500;   // backoff cap
 // No ZMTP heartbeats: in libzmq 4.3.4 a heartbeat timeout against a stalled
 // peer (a paused process) can abort the process (assertion !_io_error in
-// stream_engine_base.cpp, libzmq issues #4364, #4767). Peers that are
-// replaced are reached again through Reconnect(), which the runtime calls
-// when the coordinator reports a peer down.
+// stream_engine_base.cpp, libzmq issues #4364, #4767).
 constexpr std::size_t kMaxDrainPerPoll = 8192;
 
 std::optional<WorkerId> ParseWorkerId(std::string_view text, std::size_t num_workers) {

@@ -79,6 +79,7 @@ struct WorkerSlot {
   nlohmann::json metrics;
   std::optional<nlohmann::json> result;
   std::string routing;           // control routing id of the current incarnation
+  bool remote = false;           // started (and restarted) elsewhere; joins by saying hello
 };
 
 struct StoreSlot {
@@ -86,7 +87,26 @@ struct StoreSlot {
   pid_t pid = 0;
   std::string endpoint, dir, log;
   std::int64_t restart_at = -1;
+  bool external = false;  // running elsewhere (--store-endpoints); not ours to start
 };
+
+// A command line as /bin/sh reads it.
+std::string ShellCommand(const std::vector<std::string>& argv) {
+  std::string line;
+  for (const auto& arg : argv) {
+    const bool plain = !arg.empty() && arg.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                             "0123456789_./:,=@%+-") == std::string::npos;
+    if (!line.empty()) line += ' ';
+    if (plain) {
+      line += arg;
+      continue;
+    }
+    line += '\'';
+    for (char c : arg) line += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    line += '\'';
+  }
+  return line;
+}
 
 class Launcher {
  public:
@@ -134,29 +154,43 @@ class Launcher {
       remove_run_dir_ = !o_.keep_run_dir;
     }
     fs::create_directories(fs::path(o_.run_dir) / "logs");
-    if (o_.curve) LSTASH_RETURN_IF_ERROR(MakeKeys());
 
     const std::uint32_t n = 1 + o_.mappers + o_.reducers;
+    if (!o_.endpoints.empty() && o_.endpoints.size() != n) {
+      return InvalidArgument(fmt::format("--endpoints lists {} endpoints but the job has {} workers", o_.endpoints.size(), n));
+    }
     for (std::uint32_t w = 0; w < n; ++w) {
       WorkerSlot s;
       s.id = w;
       s.name = w == 0 ? "source" : w <= o_.mappers ? fmt::format("map{}", w - 1) : fmt::format("reduce{}", w - 1 - o_.mappers);
       workers_.push_back(s);
-      endpoints_.push_back(o_.transport == "tcp" ? fmt::format("tcp://{}:{}", o_.host, o_.base_port + w)
-                                                 : fmt::format("ipc://{}/w{}.sock", o_.run_dir, w));
+      endpoints_.push_back(!o_.endpoints.empty()    ? o_.endpoints[w]
+                           : o_.transport == "tcp" ? fmt::format("tcp://{}:{}", o_.host, o_.base_port + w)
+                                                   : fmt::format("ipc://{}/w{}.sock", o_.run_dir, w));
     }
-    for (std::uint32_t k = 0; k < o_.stores; ++k) {
+    const std::uint32_t stores = o_.store_endpoints.empty() ? o_.stores : static_cast<std::uint32_t>(o_.store_endpoints.size());
+    for (std::uint32_t k = 0; k < stores; ++k) {
       StoreSlot s;
       s.shard = static_cast<int>(k);
-      s.endpoint = o_.transport == "tcp" ? fmt::format("tcp://{}:{}", o_.host, o_.base_port + 500 + k)
-                                         : fmt::format("ipc://{}/store{}.sock", o_.run_dir, k);
+      s.external = !o_.store_endpoints.empty();
+      s.endpoint = s.external              ? o_.store_endpoints[k]
+                   : o_.transport == "tcp" ? fmt::format("tcp://{}:{}", o_.host, o_.base_port + 500 + k)
+                                           : fmt::format("ipc://{}/store{}.sock", o_.run_dir, k);
       s.dir = (fs::path(o_.run_dir) / fmt::format("store{}", k)).string();
       s.log = (fs::path(o_.run_dir) / "logs" / fmt::format("store{}.log", k)).string();
       stores_.push_back(s);
       shard_endpoints_.push_back(s.endpoint);
     }
-    coordinator_ = o_.transport == "tcp" ? fmt::format("tcp://{}:{}", o_.host, o_.base_port + 999)
-                                         : fmt::format("ipc://{}/coordinator.sock", o_.run_dir);
+    LSTASH_RETURN_IF_ERROR(CheckTargets());
+    if (!o_.keys_dir.empty()) {
+      if (!fs::is_directory(o_.keys_dir)) return InvalidArgument("--keys " + o_.keys_dir + ": not a directory");
+      keys_dir_ = o_.keys_dir;
+    } else if (o_.curve) {
+      LSTASH_RETURN_IF_ERROR(MakeKeys());
+    }
+    coordinator_ = !o_.coordinator.empty()  ? o_.coordinator
+                   : o_.transport == "tcp" ? fmt::format("tcp://{}:{}", o_.host, o_.base_port + 999)
+                                           : fmt::format("ipc://{}/coordinator.sock", o_.run_dir);
     try {
       control_ = zmq::socket_t(ctx_, zmq::socket_type::router);
       control_.set(zmq::sockopt::linger, 0);
@@ -164,14 +198,59 @@ class Launcher {
     } catch (const zmq::error_t& e) {
       return Unavailable("binding the coordinator at " + coordinator_ + ": " + e.what());
     }
-    for (auto& s : stores_) LSTASH_RETURN_IF_ERROR(StartStore(s, /*wait=*/true));
+    for (auto& s : stores_) {
+      if (!s.external) LSTASH_RETURN_IF_ERROR(StartStore(s, /*wait=*/true));
+    }
     start_ = Mono();
     start_wall_ = Wall();
-    for (auto& w : workers_) LSTASH_RETURN_IF_ERROR(StartWorker(w));
     std::printf("lstash-run: %zu workers (source, %u mappers, %u reducers), %zu store server(s), %s; run dir %s\n",
                 workers_.size(), o_.mappers, o_.reducers, stores_.size(), std::string(ModeName(o_.mode)).c_str(),
                 o_.run_dir.c_str());
+    for (auto& w : workers_) {
+      if (w.remote) {
+        LSTASH_RETURN_IF_ERROR(AnnounceRemote(w));
+      } else {
+        LSTASH_RETURN_IF_ERROR(StartWorker(w));
+      }
+    }
     std::fflush(stdout);
+    return Status::OK();
+  }
+
+  // Every named worker exists, and the faults target what this launcher
+  // runs itself.
+  Status CheckTargets() {
+    for (const auto& name : o_.remote) {
+      WorkerSlot* w = Target(name);
+      if (w == nullptr) return InvalidArgument("--remote " + name + ": no such worker");
+      w->remote = true;
+    }
+    for (const auto& f : o_.faults) {
+      for (const auto& t : f.targets) {
+        if (t.rfind("store", 0) == 0) {
+          const int k = std::atoi(t.c_str() + 5);
+          if (k < 0 || k >= static_cast<int>(stores_.size())) return InvalidArgument("no store server " + t.substr(5));
+          if (stores_[k].external) return InvalidArgument("cannot kill store " + t.substr(5) + ": it runs elsewhere");
+          continue;
+        }
+        WorkerSlot* w = Target(t);
+        if (w == nullptr) return InvalidArgument("no worker named " + t + " (source, mapN, reduceN or an id)");
+        if (w->remote) return InvalidArgument("cannot kill or pause " + t + ": it runs elsewhere (--remote)");
+      }
+    }
+    return Status::OK();
+  }
+
+  // A remote worker is started by hand or by a supervisor elsewhere: write
+  // out its command line.
+  Status AnnounceRemote(const WorkerSlot& w) {
+    const std::string command = ShellCommand(WorkerArgv(w));
+    const std::string path = (fs::path(o_.run_dir) / (w.name + ".command")).string();
+    std::ofstream out(path);
+    out << command << "\n";
+    if (!out) return IOError("cannot write " + path);
+    std::printf("waiting for %s to join; start it (and restart it whenever it exits) with:\n  %s\n", w.name.c_str(),
+                command.c_str());
     return Status::OK();
   }
 
@@ -215,7 +294,7 @@ class Launcher {
     return Unavailable(fmt::format("store server {} did not start within 15 s (see {})", s.shard, s.log));
   }
 
-  Status StartWorker(WorkerSlot& w) {
+  std::vector<std::string> WorkerArgv(const WorkerSlot& w) const {
     std::vector<std::string> argv = {(fs::path(o_.bin_dir) / "lstash-worker").string(),
                                      "--id", std::to_string(w.id),
                                      "--endpoints", Join(endpoints_),
@@ -230,6 +309,11 @@ class Launcher {
                                      "--heartbeat-ms", fmt::format("{}", o_.heartbeat_ms)};
     if (o_.breakage != Breakage::kNone) argv.insert(argv.end(), {"--breakage", std::string(BreakageName(o_.breakage))});
     if (!keys_dir_.empty()) argv.insert(argv.end(), {"--keys", keys_dir_});
+    return argv;
+  }
+
+  Status StartWorker(WorkerSlot& w) {
+    const std::vector<std::string> argv = WorkerArgv(w);
     const std::string log = (fs::path(o_.run_dir) / "logs" / fmt::format("{}.{}.log", w.name, w.incarnations)).string();
     LSTASH_ASSIGN_OR_RETURN(w.pid, Spawn(argv, log));
     ++w.incarnations;
@@ -284,6 +368,22 @@ class Launcher {
     return nullptr;
   }
 
+  // The hello of a remote worker's incarnation: it becomes the current one.
+  // A newer incarnation arriving before the old one was found dead means the
+  // old one is (its supervisor restarted it).
+  WorkerSlot* JoinRemote(const std::string& routing, const nlohmann::json& hello) {
+    const WorkerId id = hello.value("id", ~WorkerId{0});
+    if (id >= workers_.size() || !workers_[id].remote) return nullptr;
+    WorkerSlot& w = workers_[id];
+    if (hello.value("epoch", Epoch{0}) < w.epoch) return nullptr;  // an older incarnation, late
+    if (w.up) WorkerDown(w, "new incarnation", Mono());
+    w.routing = routing;
+    w.up = true;
+    w.restart_at = -1;
+    if (++w.incarnations > 1) std::printf("*** %6.2fs  %s rejoined (incarnation %d)\n", Secs(Mono()), w.name.c_str(), w.incarnations);
+    return &w;
+  }
+
   void SendTo(const std::string& routing, const nlohmann::json& message) {
     const std::string bytes = EncodeControl(message);
     try {
@@ -312,6 +412,7 @@ class Launcher {
       if (!DecodeControl(body.to_string_view(), &m).ok()) continue;
       const std::string type = m["type"];
       WorkerSlot* w = ByRouting(routing.to_string());
+      if (w == nullptr && type == "hello") w = JoinRemote(routing.to_string(), m);
       if (w == nullptr) {
         if (type == "fenced") std::printf("*** a replaced incarnation of worker %u was fenced: %s\n",
                                           m.value("id", 0u), m.value("message", "").c_str());
@@ -327,10 +428,12 @@ class Launcher {
         }
         if (w->open_crash >= 0) {
           crashes_[w->open_crash].restarted_at = Mono();
-          // Only now, with the new incarnation listening: a survivor that
-          // reconnected earlier could land in a paused zombie's backlog.
-          for (const auto& other : workers_) {
-            if (other.up && other.hello && other.id != w->id) SendTo(other.routing, {{"type", "peer_up"}, {"peer", w->id}});
+          if (!w->recovering) {  // mode none: it starts afresh, with nothing to replay
+            Crash& c = crashes_[w->open_crash];
+            c.recovered = true;
+            c.recovered_at = c.restarted_at;
+            c.recovered_wall = Wall();
+            w->open_crash = -1;
           }
         }
       } else if (type == "heartbeat") {
@@ -387,8 +490,12 @@ class Launcher {
     if (c.detected_at == 0) {
       c.detected_at = now;
       c.detected_by = detected_by;
-      std::printf("*** %6.2fs  %s down (%s), detected after %.1f ms\n", Secs(now), w.name.c_str(), detected_by.c_str(),
-                  static_cast<double>(now - c.fault_at) / kMs);
+      if (c.how == "failed") {  // not injected: when it failed is unknown
+        std::printf("*** %6.2fs  %s down (%s)\n", Secs(now), w.name.c_str(), detected_by.c_str());
+      } else {
+        std::printf("*** %6.2fs  %s down (%s), detected after %.1f ms\n", Secs(now), w.name.c_str(),
+                    detected_by.c_str(), static_cast<double>(now - c.fault_at) / kMs);
+      }
     }
     NotifyPeerDown(w.id);
     w.restart_at = now + static_cast<std::int64_t>(o_.restart_delay_ms * kMs);
@@ -429,13 +536,13 @@ class Launcher {
 
   void CheckHeartbeats(std::int64_t now) {
     for (auto& w : workers_) {
-      if (!w.up || w.pid == 0) continue;
+      if (!w.up || (w.pid == 0 && !w.remote)) continue;
       // A new process gets longer to say hello (it connects to the store first).
       const std::int64_t limit = w.hello ? static_cast<std::int64_t>(o_.heartbeat_timeout_ms * kMs) : 10 * kSec;
       if (now - w.last_heard > limit) {
         // Unreachable but maybe alive (paused, partitioned): replace it
         // without killing it; the store and the peers fence it.
-        zombie_pids_.push_back(w.pid);
+        if (w.pid > 0) zombie_pids_.push_back(w.pid);
         w.pid = 0;
         WorkerDown(w, "heartbeat", now);
       }
@@ -503,7 +610,7 @@ class Launcher {
 
   void RestartDue(std::int64_t now) {
     for (auto& w : workers_) {
-      if (w.up || w.restart_at < 0 || now < w.restart_at || w.pid != 0) continue;
+      if (w.remote || w.up || w.restart_at < 0 || now < w.restart_at || w.pid != 0) continue;
       if (Status s = StartWorker(w); !s.ok()) {
         std::printf("*** cannot restart %s: %s\n", w.name.c_str(), s.ToString().c_str());
         w.restart_at = now + kSec;
@@ -527,7 +634,7 @@ class Launcher {
         stash += w.metrics.value("stash_entries", 0ull);
         flushes += w.metrics.value("flush_batches", 0ull);
       }
-      if (!w.up) down += " " + w.name + " down";
+      if (!w.up) down += " " + w.name + (w.remote && w.incarnations == 0 ? " not joined" : " down");
       else if (w.recovering) down += " " + w.name + " recovering";
     }
     const std::string line =
@@ -610,9 +717,12 @@ class Launcher {
       const double detect_ms = c.detected_at ? static_cast<double>(c.detected_at - c.fault_at) / kMs : -1;
       const double restart_ms = c.restarted_at ? static_cast<double>(c.restarted_at - c.fault_at) / kMs : -1;
       const double recovered_ms = c.recovered ? static_cast<double>(c.recovered_at - c.fault_at) / kMs : -1;
-      std::printf("%s %s: detected after %.1f ms (%s), new incarnation up after %.1f ms, recovered after %.1f ms "
+      const bool injected = c.how != "failed";  // else its times count from its detection
+      std::printf("%s %s: detected %s (%s), new incarnation up after %.1f ms, recovered after %.1f ms "
                   "(recovery itself %.1f ms, %llu tasks replayed); latency meanwhile p50 %.2f ms, p99 %.2f ms\n",
-                  c.how.c_str(), c.target.c_str(), detect_ms, c.detected_by.c_str(), restart_ms, recovered_ms,
+                  c.how.c_str(), c.target.c_str(),
+                  injected ? fmt::format("after {:.1f} ms", detect_ms).c_str() : "at an unknown time after it failed",
+                  c.detected_by.c_str(), restart_ms, recovered_ms,
                   c.recovery_ms, static_cast<unsigned long long>(c.replayed), PercentileMs(during, 0.5),
                   PercentileMs(during, 0.99));
       crashes.push_back({{"target", c.target},

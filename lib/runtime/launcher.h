@@ -54,6 +54,13 @@ struct RunOptions {
   bool curve = false;               // generate keys and authenticate + encrypt every socket
   bool store_sync = true;
   std::string bin_dir;              // where lstash-worker and lstash-store are (default: next to lstash-run)
+  // Across machines (docs/operations.md). Each overrides what lstash-run
+  // would otherwise choose or start itself.
+  std::vector<std::string> endpoints;        // every worker's transport endpoint, in id order
+  std::vector<std::string> store_endpoints;  // store servers already running elsewhere; none is started
+  std::string coordinator;                   // where the coordinator listens
+  std::vector<std::string> remote;           // workers started elsewhere (and restarted there by a supervisor)
+  std::string keys_dir;                      // CURVE keys made by lstash-keygen (worker-N, store-K); enables CURVE
   double grace_s = 60;              // how long past the duration the job may take to finish
   bool json = false;                // a JSON summary as the last line
 };

@@ -66,6 +66,16 @@ int main(int argc, char** argv) {
   cli.add_flag("--curve", o.curve, "authenticate and encrypt every socket with CURVE (keys made in the run dir)");
   cli.add_flag("--no-sync", no_sync, "store servers acknowledge writes before syncing them");
   cli.add_option("--bin-dir", o.bin_dir, "directory of lstash-worker and lstash-store (default: next to lstash-run)");
+  cli.add_option("--endpoints", o.endpoints, "every worker's transport endpoint, comma-separated, in id order "
+                                            "(default: from --transport, --host, --base-port)")->delimiter(',');
+  cli.add_option("--store-endpoints", o.store_endpoints,
+                 "store servers already running elsewhere, comma-separated (shards); none is started here")
+      ->delimiter(',');
+  cli.add_option("--coordinator", o.coordinator, "where the coordinator listens (workers connect to it)");
+  cli.add_option("--remote", o.remote, "workers started elsewhere, comma-separated: lstash-run prints their command "
+                                       "lines and waits for them to join; a supervisor there restarts them")
+      ->delimiter(',');
+  cli.add_option("--keys", o.keys_dir, "CURVE key directory made by lstash-keygen (worker-N, store-K); enables CURVE");
   cli.add_option("--grace", o.grace_s, "seconds past the duration the job may take to finish");
   cli.add_flag("--json", o.json, "print a JSON summary as the last line");
   CLI11_PARSE(cli, argc, argv);

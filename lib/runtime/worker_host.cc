@@ -21,21 +21,30 @@ constexpr std::int64_t kTickNanos = 2 * kMs;
 
 std::int64_t Mono() { return SystemClock()->MonotonicNanos(); }
 
-// Recovery reports arrive on the Worker's threads; the loop forwards them.
-class RecoveryListener final : public Listener {
+// Reports arrive on the Worker's threads; the loop acts on them.
+class HostListener final : public Listener {
  public:
   void OnRecoveryEnd(const RecoveryStats& stats) override {
     std::lock_guard<std::mutex> lock(mu_);
     ended_.push_back(stats);
   }
-  std::vector<RecoveryStats> Take() {
+  void OnPeerIncarnation(WorkerId peer, Epoch) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    new_incarnations_.push_back(peer);
+  }
+  std::vector<RecoveryStats> TakeRecoveries() {
     std::lock_guard<std::mutex> lock(mu_);
     return std::move(ended_);
+  }
+  std::vector<WorkerId> TakeNewIncarnations() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return std::move(new_incarnations_);
   }
 
  private:
   std::mutex mu_;
   std::vector<RecoveryStats> ended_;
+  std::vector<WorkerId> new_incarnations_;
 };
 
 bool IsFenced(const Status& s) {
@@ -127,7 +136,6 @@ class Host {
       const std::string type = m["type"];
       if (type == "shutdown") return false;
       if (type == "peer_down") worker_->PeerDown(m.value("peer", 0u));
-      if (type == "peer_up") (void)transport_->Reconnect(m.value("peer", 0u));  // to its new incarnation
     }
   }
 
@@ -185,7 +193,7 @@ class Host {
       for (auto& f : worker_->TakeFrames()) (void)transport_->Send(f.dest, f.bytes);  // the Worker resends what is lost
       if (!worker_->health().ok()) return Fail(worker_->health());
 
-      for (const auto& r : listener_.Take()) {
+      for (const auto& r : listener_.TakeRecoveries()) {
         Report({{"type", "recovered"},
                 {"replayed", r.tasks_replayed},
                 {"gather_ms", r.gather_nanos / 1e6},
@@ -211,6 +219,9 @@ class Host {
       const std::int64_t wait = ran > 0 ? 0 : std::min<std::int64_t>(kMs, std::max<std::int64_t>(0, next_tick - now));
       if (Status s = transport_->Poll(wait, &incoming); !s.ok()) return Fail(s);
       for (const auto& in : incoming) (void)worker_->ReceiveFrom(in.from, in.bytes);  // rejects are counted
+      // Before anything is sent to it: our connection may still reach the
+      // old process (a paused one keeps its listening socket).
+      for (WorkerId peer : listener_.TakeNewIncarnations()) (void)transport_->Reconnect(peer);
     }
   }
 
@@ -227,7 +238,7 @@ class Host {
   }
 
   const HostOptions o_;
-  RecoveryListener listener_;
+  HostListener listener_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<Worker> worker_;
   std::unique_ptr<App> app_;

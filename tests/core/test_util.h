@@ -82,6 +82,14 @@ class RecordingListener final : public Listener {
     std::lock_guard<std::mutex> lock(mu_);
     errors_.push_back(status);
   }
+  void OnPeerIncarnation(WorkerId peer, Epoch epoch) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    peer_incarnations_.emplace_back(peer, epoch);
+  }
+  std::vector<std::pair<WorkerId, Epoch>> peer_incarnations() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return peer_incarnations_;
+  }
   std::vector<std::pair<WorkerId, Epoch>> starts() const {
     std::lock_guard<std::mutex> lock(mu_);
     return starts_;
@@ -98,6 +106,7 @@ class RecordingListener final : public Listener {
  private:
   mutable std::mutex mu_;
   std::vector<std::pair<WorkerId, Epoch>> starts_;
+  std::vector<std::pair<WorkerId, Epoch>> peer_incarnations_;
   std::vector<RecoveryStats> ends_;
   std::vector<Status> errors_;
 };

@@ -1169,7 +1169,9 @@ TEST_F(WorkerFencingTest, OldIncarnationIsFencedFromTheStoreAndItsFramesAreStale
   // B learns of the new incarnation; the zombie's frames are stale from then.
   auto request = Select(a2->TakeFrames(), 1, wire::FrameKind::kRecoveryRequest);
   ASSERT_EQ(request.size(), 1u);
+  EXPECT_THAT(listener_.peer_incarnations(), IsEmpty()) << "A's first incarnation is not a new one";
   EXPECT_EQ(ReceiveOk(*b, request[0]), Delivery::kControl);
+  EXPECT_THAT(listener_.peer_incarnations(), ElementsAre(std::pair<WorkerId, Epoch>(0, 2)));
   const std::uint64_t stash_before = b->GetMetrics().stash_entries;
   EXPECT_EQ(ReceiveOk(*b, late[0]), Delivery::kStale);
   EXPECT_EQ(ReceiveOk(*b, early[0]), Delivery::kStale);

@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -32,45 +33,114 @@ struct JobResult {
   nlohmann::json summary;  // the --json line
 };
 
-// Runs lstash-run with `args` (plus --json and a short, light job unless
-// overridden), bounded by `timeout_s`; kills it if it overruns.
-JobResult RunLauncher(std::vector<std::string> args, int timeout_s = 120) {
-  ScratchDir dir("lstash_runtime_test");
-  const std::string log = dir.path() + "/run.log";
-  std::vector<std::string> argv = {std::string(LSTASH_TOOLS_DIR) + "/lstash-run", "--json", "--duration", "6",
-                                   "--rate", "4000", "--grace", "60"};
-  argv.insert(argv.end(), args.begin(), args.end());
-  JobResult r;
-  auto pid = Spawn(argv, log);
-  if (!pid.ok()) {
-    r.output = pid.status().ToString();
-    return r;
-  }
-  const std::int64_t deadline = SystemClock()->MonotonicNanos() + std::int64_t{timeout_s} * 1'000'000'000;
-  int status = 0;
-  for (;;) {
-    const pid_t done = waitpid(*pid, &status, WNOHANG);
-    if (done == *pid) break;
-    if (SystemClock()->MonotonicNanos() > deadline) {
-      kill(*pid, SIGTERM);  // it stops and reaps its children
-      waitpid(*pid, &status, 0);
-      break;
-    }
-    usleep(20'000);  // waiting for a child process to finish
-  }
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  std::ifstream in(log);
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
   std::stringstream ss;
   ss << in.rdbuf();
-  r.output = ss.str();
-  // The summary is the last line.
-  std::string last, line;
-  std::istringstream lines(r.output);
-  while (std::getline(lines, line)) {
-    if (!line.empty() && line[0] == '{') last = line;
+  return ss.str();
+}
+
+std::int64_t Now() { return SystemClock()->MonotonicNanos(); }
+
+// A running lstash-run (plus --json and a short, light job unless
+// overridden), with its output in a scratch directory. The destructor kills
+// and reaps it if a test ends early; it reaps everything it started.
+class Launcher {
+ public:
+  explicit Launcher(std::vector<std::string> args) : dir_("lstash_runtime_test") {
+    log_ = dir_.path() + "/run.log";
+    run_dir_ = dir_.path() + "/run";
+    std::vector<std::string> argv = {std::string(LSTASH_TOOLS_DIR) + "/lstash-run", "--json", "--run-dir", run_dir_};
+    for (const auto& [flag, value] : {std::pair{"--duration", "6"}, {"--rate", "4000"}, {"--grace", "60"}}) {
+      if (std::find(args.begin(), args.end(), flag) == args.end()) argv.insert(argv.end(), {flag, value});
+    }
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto pid = Spawn(argv, log_);
+    if (pid.ok()) pid_ = *pid;
+    else start_error_ = pid.status().ToString();
   }
-  r.summary = nlohmann::json::parse(last, nullptr, false);
-  return r;
+  ~Launcher() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);  // its children die with it (PR_SET_PDEATHSIG)
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+
+  pid_t pid() const { return pid_; }
+  const std::string& run_dir() const { return run_dir_; }
+  std::string output() const { return start_error_.empty() ? ReadFile(log_) : start_error_; }
+
+  // Waits (bounded) until `path_or_log` -- the log if empty -- contains `text`.
+  bool WaitFor(const std::string& text, int timeout_s, const std::string& path = "") const {
+    const std::int64_t deadline = Now() + std::int64_t{timeout_s} * 1'000'000'000;
+    while (Now() < deadline) {
+      if (ReadFile(path.empty() ? log_ : path).find(text) != std::string::npos) return true;
+      if (pid_ <= 0 || Exited()) return false;
+      usleep(20'000);  // polling a file another process writes
+    }
+    return false;
+  }
+
+  // Whether it has exited (it stays unreaped for Wait).
+  bool Exited() const {
+    siginfo_t info{};
+    return waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid != 0;
+  }
+
+  // Waits for it to exit (SIGTERM past `timeout_s`: it then stops and reaps
+  // its children) and collects the result.
+  JobResult Wait(int timeout_s = 120) {
+    JobResult r;
+    if (pid_ <= 0) {
+      r.output = start_error_;
+      return r;
+    }
+    const std::int64_t deadline = Now() + std::int64_t{timeout_s} * 1'000'000'000;
+    int status = 0;
+    for (;;) {
+      if (waitpid(pid_, &status, WNOHANG) == pid_) break;
+      if (Now() > deadline) {
+        kill(pid_, SIGTERM);
+        waitpid(pid_, &status, 0);
+        break;
+      }
+      usleep(20'000);  // waiting for a child process to finish
+    }
+    pid_ = 0;
+    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    r.output = ReadFile(log_);
+    // The summary is the last line that is a JSON object.
+    std::string last, line;
+    std::istringstream lines(r.output);
+    while (std::getline(lines, line)) {
+      if (!line.empty() && line[0] == '{') last = line;
+    }
+    r.summary = nlohmann::json::parse(last, nullptr, false);
+    return r;
+  }
+
+ private:
+  ScratchDir dir_;
+  std::string log_, run_dir_, start_error_;
+  pid_t pid_ = 0;
+};
+
+JobResult RunLauncher(std::vector<std::string> args, int timeout_s = 120) {
+  Launcher launcher(std::move(args));
+  return launcher.Wait(timeout_s);
+}
+
+// Processes whose command line mentions `text` (the run directory of a job
+// is in every one of its processes' arguments).
+std::vector<pid_t> ProcessesMentioning(const std::string& text) {
+  std::vector<pid_t> found;
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string cmdline = ReadFile(e.path().string() + "/cmdline");
+    if (cmdline.find(text) != std::string::npos) found.push_back(static_cast<pid_t>(std::stol(name)));
+  }
+  return found;
 }
 
 void ExpectPass(const JobResult& r) {
@@ -138,6 +208,55 @@ TEST(RuntimeJob, CurveEverywhere) {
   JobResult r = RunLauncher({"--curve", "--kills", "1", "--kill", "reduce0", "--kill-at", "3"});
   ExpectPass(r);
   ExpectRecovered(r, 1);
+}
+
+TEST(RuntimeJob, NegativeControlModeNoneFailsTheCheck) {
+  // Without fault tolerance a killed mapper loses what it held and its
+  // channels restart from scratch: the check must say FAIL, not PASS.
+  JobResult r = RunLauncher({"--mode", "none", "--kills", "1", "--kill", "map0", "--kill-at", "3", "--grace", "3"});
+  EXPECT_EQ(r.code, 1) << r.output;
+  ASSERT_TRUE(r.summary.is_object()) << r.output;
+  EXPECT_EQ(r.summary.value("result", ""), "FAIL") << r.output;
+}
+
+TEST(RuntimeJob, RemoteWorkerJoinsOverTcpAndIsRestartedByItsSupervisor) {
+  // reduce1 "runs on another machine": lstash-run does not start it but
+  // writes its command line; this test plays the supervisor there, starting
+  // it, killing it, and starting it again.
+  const int base_port = 20000 + static_cast<int>(getpid() % 9) * 1000;
+  Launcher launcher({"--transport", "tcp", "--base-port", std::to_string(base_port), "--remote", "reduce1",
+                     "--kills", "0"});
+  ASSERT_GT(launcher.pid(), 0) << launcher.output();
+  const std::string command_file = launcher.run_dir() + "/reduce1.command";
+  ASSERT_TRUE(launcher.WaitFor("lstash-worker", 30, command_file)) << launcher.output();
+  const std::string command = "exec " + ReadFile(command_file);
+  std::vector<pid_t> started;
+  auto first = Spawn({"/bin/sh", "-c", command}, launcher.run_dir() + "/logs/remote-reduce1.0.log");
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  started.push_back(*first);
+  ASSERT_TRUE(launcher.WaitFor("[  2.0s]", 60)) << launcher.output();
+  kill(*first, SIGKILL);
+  waitpid(*first, nullptr, 0);
+  auto second = Spawn({"/bin/sh", "-c", command}, launcher.run_dir() + "/logs/remote-reduce1.1.log");
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  started.push_back(*second);
+  JobResult r = launcher.Wait();
+  StopAll(started, 2'000'000'000);
+  ExpectPass(r);
+  ExpectRecovered(r, 1);
+  EXPECT_NE(r.output.find("reduce1 rejoined (incarnation 2)"), std::string::npos) << r.output;
+}
+
+TEST(RuntimeJob, InterruptStopsEveryProcess) {
+  Launcher launcher({"--duration", "60", "--kills", "0"});
+  ASSERT_GT(launcher.pid(), 0) << launcher.output();
+  ASSERT_TRUE(launcher.WaitFor("[  1.0s]", 60)) << launcher.output();
+  EXPECT_GE(ProcessesMentioning(launcher.run_dir()).size(), 6u);  // 5 workers, a store (and the launcher)
+  kill(launcher.pid(), SIGINT);
+  JobResult r = launcher.Wait(30);
+  EXPECT_EQ(r.code, 130) << r.output;
+  EXPECT_NE(r.output.find("interrupted; stopping every process"), std::string::npos) << r.output;
+  EXPECT_TRUE(ProcessesMentioning(launcher.run_dir()).empty()) << r.output;
 }
 
 TEST(RuntimeJob, BadFlagIsAUsageError) {

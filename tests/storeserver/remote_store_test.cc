@@ -379,46 +379,5 @@ TEST(RemoteStoreTest, CurveThroughTheCommand) {
   EXPECT_EQ(*e, 1u);
 }
 
-// Not run by default: rough throughput of synced 1,000-entry appends,
-// remote against embedded.
-TEST(RemoteStoreTest, DISABLED_AppendThroughput) {
-  constexpr LogIndex kBatch = 1000;
-  constexpr int kBatches = 200;
-  std::vector<std::vector<LogRecord>> batches;
-  for (int b = 0; b < kBatches; ++b) batches.push_back(Records(b * kBatch + 1, (b + 1) * kBatch));
-  auto run = [&](Store* store, const char* name, int writers) {
-    std::vector<std::thread> threads;
-    std::int64_t start = NowNanos();
-    for (int t = 0; t < writers; ++t) {
-      threads.emplace_back([&, t] {
-        WorkerId w = static_cast<WorkerId>(t);
-        Result<Epoch> e = store->BeginIncarnation(w);
-        ASSERT_TRUE(e.ok());
-        for (int b = 0; b < kBatches / writers; ++b) {
-          Status s = store->Append(w, *e, batches[b], {});
-          ASSERT_TRUE(s.ok()) << s.ToString();
-        }
-      });
-    }
-    for (auto& t : threads) t.join();
-    double secs = static_cast<double>(NowNanos() - start) / 1e9;
-    std::printf("%-9s %d writer(s): %.0f appends/s, %.0f entries/s (%.1f ms per append)\n", name, writers,
-                kBatches / secs, kBatches * kBatch / secs, secs * 1e3 / (kBatches / writers));
-  };
-  for (int writers : {1, 4}) {
-    ScratchDir dir;
-    auto embedded = OpenRocksDbStore(dir.path() + "/embedded");
-    ASSERT_TRUE(embedded.ok());
-    run(embedded->get(), "embedded", writers);
-    StoreServerOptions options;
-    options.listen = "tcp://127.0.0.1:0";
-    options.data_dir = dir.path() + "/remote";
-    auto server = StoreServer::Start(options);
-    ASSERT_TRUE(server.ok());
-    auto remote = OpenClient({(*server)->endpoint()}, 5'000'000'000, 30'000'000'000);
-    run(remote.get(), "remote", writers);
-  }
-}
-
 }  // namespace
 }  // namespace lstash
