@@ -17,8 +17,8 @@
 // naming the shard.
 //
 // The server enforces leases (Store::RenewLease): a worker incarnation whose
-// lease ran out cannot write, which keeps a paused or partitioned incarnation
-// (a zombie) from writing even before its replacement fences it.
+// lease ran out cannot write until it renews it, and a replaced incarnation
+// (a paused or partitioned zombie) cannot renew: it learns it is fenced.
 #pragma once
 
 #include <lstash/curve.h>

@@ -115,11 +115,13 @@ class LSTASH_EXPORT Store {
   virtual Result<std::optional<StoredCheckpoint>> LatestCheckpoint(WorkerId worker) = 0;
 
   // Renews the lease of incarnation `epoch` of `worker` for `duration_nanos`
-  // from now (the store's clock). A store that enforces leases (the store
-  // server) refuses Append/SetEpochStart/PutCheckpoint from an incarnation
-  // whose lease has run out, so a paused incarnation cannot write after its
-  // replacement could have started; kFailedPrecondition if `epoch` is fenced.
-  // Stores inside one process need no leases: the default returns OK.
+  // from now (the store's clock); kFailedPrecondition if `epoch` is fenced.
+  // A store that enforces leases (the store server) answers
+  // Append/SetEpochStart/PutCheckpoint from an incarnation whose lease ran
+  // out with kUnavailable until it renews: an incarnation that was silent
+  // (paused, partitioned) must check with the store before writing again,
+  // and learns there if it was replaced. Stores inside one process need no
+  // leases: the default returns OK.
   virtual Status RenewLease(WorkerId worker, Epoch epoch, std::int64_t duration_nanos);
 };
 

@@ -239,6 +239,13 @@ Status WorkerImpl::RetryUnavailable(const std::function<Status()>& call) {
     Status s = call();
     if (s.code() != Code::kUnavailable) return s;
     ++metrics_.flush_retries;
+    // The refusal may be a lapsed lease (the engine thread, which renews it
+    // in this mode, was held up): renew it; a fenced incarnation stops here.
+    if (options_.lease_nanos > 0) {
+      Status renewed = store_->RenewLease(options_.id, epoch_, options_.lease_nanos);
+      if (!renewed.ok() && renewed.code() != Code::kUnavailable) return renewed.WithContext("renewing the lease");
+      if (renewed.ok()) lease_renewed_at_ = MonoNow();
+    }
     if (MonoNow() >= deadline) return s.WithContext("store unavailable past the backpressure timeout");
     if (attempt >= 4) {
       std::this_thread::sleep_for(std::chrono::microseconds(pause_micros));
@@ -1347,6 +1354,7 @@ void WorkerImpl::CompleteBatch(const Batch& batch, const Status& s, std::int64_t
     flushed_upto_ = committed_;
     if (s.code() == Code::kUnavailable) {
       ++metrics_.flush_retries;
+      lease_renewed_at_ = 0;  // the refusal may be a lapsed lease: renew first
     } else {
       SetSticky(s.WithContext("flushing log entries " + std::to_string(batch.records.front().index) + ".." +
                               std::to_string(batch.records.back().index)));
@@ -1446,6 +1454,7 @@ Result<std::size_t> WorkerImpl::FlushRound() {
       ReleaseStable();
     } else if (s.code() == Code::kUnavailable) {
       ++metrics_.flush_retries;
+      lease_renewed_at_ = 0;
       if (!pending_checkpoint_) pending_checkpoint_ = std::move(checkpoint);
     } else {
       SetSticky(s.WithContext("storing checkpoint at " + std::to_string(checkpoint->at)));

@@ -17,6 +17,9 @@ namespace {
 
 constexpr std::int64_t kMs = 1'000'000;
 constexpr int kMaxTasksPerTurn = 512;
+// A turn of tasks (replay runs many back to back) yields after this long, so
+// heartbeats, frames and the coordinator are served in between.
+constexpr std::int64_t kMaxTurnNanos = 5'000'000;
 constexpr std::int64_t kTickNanos = 2 * kMs;
 
 std::int64_t Mono() { return SystemClock()->MonotonicNanos(); }
@@ -170,7 +173,8 @@ class Host {
       // Run what is ready.
       int ran = 0;
       const std::int64_t interval = app_->MinTaskIntervalNanos();
-      while (ran < kMaxTasksPerTurn) {
+      const std::int64_t turn_ends = Mono() + kMaxTurnNanos;
+      while (ran < kMaxTasksPerTurn && Mono() < turn_ends) {
         const bool replaying = worker_->recovering();
         if (!replaying && interval > 0 && Mono() - last_live_task < interval) break;
         auto task = worker_->NextTask();

@@ -428,8 +428,10 @@ Status ServerImpl::CheckLease(WorkerId worker, Epoch epoch) {
   if (it == leases_.end() || it->second.epoch != epoch) return Status::OK();
   std::int64_t now = SteadyNanos();
   if (now <= it->second.expiry) return Status::OK();
-  return FailedPrecondition("worker " + std::to_string(worker) + " incarnation " + std::to_string(epoch) +
-                            " lease expired " + std::to_string((now - it->second.expiry) / 1'000'000) + "ms ago");
+  // Unavailable, not fenced: the writer renews (learning whether it was
+  // replaced meanwhile) and retries.
+  return Unavailable("worker " + std::to_string(worker) + " incarnation " + std::to_string(epoch) + " lease lapsed " +
+                     std::to_string((now - it->second.expiry) / 1'000'000) + "ms ago; renew it before writing");
 }
 
 Status ServerImpl::RenewLease(WorkerId worker, Epoch epoch, std::int64_t duration_nanos) {
@@ -445,13 +447,8 @@ Status ServerImpl::RenewLease(WorkerId worker, Epoch epoch, std::int64_t duratio
   std::lock_guard<std::mutex> lock(lease_mu_);
   Lease& lease = leases_[worker];
   if (lease.epoch > epoch) return store_internal::CheckFence(worker, epoch, lease.epoch);
-  if (lease.epoch == epoch && now > lease.expiry) {
-    // A lapsed lease is not revived: the incarnation's replacement may have
-    // started already.
-    return FailedPrecondition("worker " + std::to_string(worker) + " incarnation " + std::to_string(epoch) +
-                              " lease expired " + std::to_string((now - lease.expiry) / 1'000'000) +
-                              "ms ago; it cannot be renewed");
-  }
+  // A lapsed lease of the current incarnation is renewed: the fence check
+  // above is what tells a replaced incarnation to stop.
   lease.epoch = epoch;
   lease.expiry = duration_nanos > INT64_MAX - now ? INT64_MAX : now + duration_nanos;
   return Status::OK();
