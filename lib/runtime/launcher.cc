@@ -112,17 +112,19 @@ class Launcher {
  public:
   explicit Launcher(RunOptions o) : o_(std::move(o)), ctx_(1) {}
 
-  int Run() {
+  JobReport Run() {
     signal(SIGINT, OnSignal);
     signal(SIGTERM, OnSignal);
     if (Status s = Prepare(); !s.ok()) {
       std::fprintf(stderr, "lstash-run: %s\n", s.ToString().c_str());
       Cleanup();
-      return 2;
+      report_.exit_code = 2;
+      report_.error = s.ToString();
+      return report_;
     }
-    int code = Coordinate();
+    report_.exit_code = Coordinate();
     Cleanup();
-    return code;
+    return report_;
   }
 
  private:
@@ -439,6 +441,7 @@ class Launcher {
       } else if (type == "heartbeat") {
         w->recovering = m.value("recovering", false);
         w->metrics = m["metrics"];
+        report_.stash_bytes_peak = std::max<std::uint64_t>(report_.stash_bytes_peak, w->metrics.value("stash_bytes", 0ull));
         const auto& app = m["app"];
         if (app.contains("emitted")) emitted_ = app["emitted"].get<std::uint64_t>();
         if (app.contains("latency")) {
@@ -703,8 +706,17 @@ class Launcher {
     std::uint64_t words_total = 0;
     for (const auto& [word, n] : expected) words_total += n;
     const bool pass = have_all && differ == 0 && !failed_liveness_;
+    report_.completed = have_all && !failed_liveness_;
+    report_.counts_match = have_all && differ == 0;
+    report_.emitted = emitted;
+    report_.words_differ = differ;
+    report_.first_difference = first_diff;
+    report_.latency_p50_ms = PercentileMs(all_latencies_, 0.5);
+    report_.latency_p99_ms = PercentileMs(all_latencies_, 0.99);
+    report_.zombies_fenced = zombies_fenced_;
 
     const double run_s = Secs(Mono());
+    report_.run_s = run_s;
     std::printf("\ndone in %.1f s: the source emitted %llu lines; end-to-end latency p50 %.2f ms, p99 %.2f ms\n", run_s,
                 static_cast<unsigned long long>(emitted), PercentileMs(all_latencies_, 0.5),
                 PercentileMs(all_latencies_, 0.99));
@@ -725,17 +737,21 @@ class Launcher {
                   c.detected_by.c_str(), restart_ms, recovered_ms,
                   c.recovery_ms, static_cast<unsigned long long>(c.replayed), PercentileMs(during, 0.5),
                   PercentileMs(during, 0.99));
-      crashes.push_back({{"target", c.target},
-                         {"how", c.how},
-                         {"detected_by", c.detected_by},
-                         {"detect_ms", detect_ms},
-                         {"restart_ms", restart_ms},
-                         {"recovered_ms", recovered_ms},
-                         {"recovery_ms", c.recovery_ms},
-                         {"gather_ms", c.gather_ms},
-                         {"replayed", c.replayed},
-                         {"latency_p50_ms", PercentileMs(during, 0.5)},
-                         {"latency_p99_ms", PercentileMs(during, 0.99)}});
+      report_.crashes.push_back(CrashReport{c.target, c.how, c.detected_by, detect_ms, restart_ms, recovered_ms,
+                                            c.recovery_ms, c.gather_ms, c.replayed, PercentileMs(during, 0.5),
+                                            PercentileMs(during, 0.99)});
+      const CrashReport& r = report_.crashes.back();
+      crashes.push_back({{"target", r.target},
+                         {"how", r.how},
+                         {"detected_by", r.detected_by},
+                         {"detect_ms", r.detect_ms},
+                         {"restart_ms", r.restart_ms},
+                         {"recovered_ms", r.recovered_ms},
+                         {"recovery_ms", r.recovery_ms},
+                         {"gather_ms", r.gather_ms},
+                         {"replayed", r.replayed},
+                         {"latency_p50_ms", r.latency_p50_ms},
+                         {"latency_p99_ms", r.latency_p99_ms}});
     }
     if (zombies_fenced_) std::printf("%d replaced incarnation(s) exited fenced\n", zombies_fenced_);
     if (pass) {
@@ -780,6 +796,7 @@ class Launcher {
   }
 
   RunOptions o_;
+  JobReport report_;
   zmq::context_t ctx_;
   zmq::socket_t control_;
   nlohmann::json app_config_;
@@ -804,7 +821,7 @@ class Launcher {
 
 }  // namespace
 
-int RunJob(const RunOptions& options) {
+JobReport RunJob(const RunOptions& options) {
   Launcher launcher(options);
   return launcher.Run();
 }

@@ -65,8 +65,37 @@ struct RunOptions {
   bool json = false;                // a JSON summary as the last line
 };
 
-// Runs the job; returns the process exit code (0 PASS, 1 FAIL, 2 usage
-// or setup error, 130 interrupted).
-int RunJob(const RunOptions& options);
+// One failure of a worker and its recovery, as the job saw it. Times are
+// from the fault (or, for a failure not injected, from its detection);
+// negative when it did not happen.
+struct CrashReport {
+  std::string target;       // "map0", ...
+  std::string how;          // "killed", "paused" or "failed" (not injected)
+  std::string detected_by;  // "exit", "heartbeat" or "new incarnation"
+  double detect_ms = -1, restart_ms = -1, recovered_ms = -1;
+  double recovery_ms = 0;   // the new incarnation's own measure
+  double gather_ms = 0;
+  std::uint64_t replayed = 0;
+  double latency_p50_ms = 0, latency_p99_ms = 0;  // of batches emitted meanwhile
+};
+
+struct JobReport {
+  int exit_code = 2;        // 0 PASS, 1 FAIL, 2 usage or setup error, 130 interrupted
+  std::string error;        // why, when exit_code is 2
+  bool completed = false;   // every result arrived and every injected failure recovered in time
+  bool counts_match = false;
+  std::uint64_t emitted = 0;
+  std::uint64_t words_differ = 0;
+  std::string first_difference;
+  double run_s = 0;
+  double latency_p50_ms = 0, latency_p99_ms = 0;
+  std::uint64_t stash_bytes_peak = 0;  // the most any one worker reported holding
+  int zombies_fenced = 0;
+  std::vector<CrashReport> crashes;
+};
+
+// Runs the job, printing progress and a summary (and, with options.json,
+// a JSON line) to stdout.
+JobReport RunJob(const RunOptions& options);
 
 }  // namespace lstash::runtime

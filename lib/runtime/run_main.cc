@@ -128,5 +128,5 @@ int main(int argc, char** argv) {
     f.pause_s = pause_for;
     o.faults.push_back(f);
   }
-  return runtime::RunJob(o);
+  return runtime::RunJob(o).exit_code;
 }

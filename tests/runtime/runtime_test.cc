@@ -21,24 +21,20 @@
 #include <vector>
 
 #include "scratch_dir.h"
+#include "tool_process.h"
 
 namespace lstash::runtime {
 namespace {
 
+using testing_support::ReadFile;
 using testing_support::ScratchDir;
+using testing_support::WaitForExit;
 
 struct JobResult {
   int code = -1;
   std::string output;
   nlohmann::json summary;  // the --json line
 };
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 std::int64_t Now() { return SystemClock()->MonotonicNanos(); }
 
@@ -95,27 +91,10 @@ class Launcher {
       r.output = start_error_;
       return r;
     }
-    const std::int64_t deadline = Now() + std::int64_t{timeout_s} * 1'000'000'000;
-    int status = 0;
-    for (;;) {
-      if (waitpid(pid_, &status, WNOHANG) == pid_) break;
-      if (Now() > deadline) {
-        kill(pid_, SIGTERM);
-        waitpid(pid_, &status, 0);
-        break;
-      }
-      usleep(20'000);  // waiting for a child process to finish
-    }
+    r.code = WaitForExit(pid_, timeout_s);
     pid_ = 0;
-    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     r.output = ReadFile(log_);
-    // The summary is the last line that is a JSON object.
-    std::string last, line;
-    std::istringstream lines(r.output);
-    while (std::getline(lines, line)) {
-      if (!line.empty() && line[0] == '{') last = line;
-    }
-    r.summary = nlohmann::json::parse(last, nullptr, false);
+    r.summary = nlohmann::json::parse(testing_support::LastJsonLine(r.output), nullptr, false);
     return r;
   }
 

@@ -493,12 +493,9 @@ SimResult Simulation::Run() {
 
 std::string SimConfig::ReplayCommand() const {
   std::ostringstream s;
-  s << "build/tests/lstash-sim --workload " << workload << " --seed " << seed << " --workers " << workers << " --f "
-    << f << " --crashes " << crashes << " --tokens " << tokens << " --hops " << hops << " --checkpoint-every "
-    << checkpoint_every << " --large-percent " << large_percent << " --store-faults " << store_fault_percent
-    << " --mode " << ModeName(mode);
-  if (breakage != Breakage::kNone) s << " --breakage " << BreakageName(breakage);
-  if (rocksdb) s << " --rocksdb";
+  s << "build/bin/lstash-harness --sim --workload " << workload << " --seed " << seed << " --workers " << workers
+    << " --f " << f << " --faults kill:" << crashes << ",store-loss:" << store_fault_percent << " --protocol "
+    << (breakage != Breakage::kNone ? BreakageName(breakage) : ModeName(mode));
   return s.str();
 }
 

@@ -1,0 +1,247 @@
+#include "harness/harness.h"
+
+#include "runtime/launcher.h"
+#include "sim/sim.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <random>
+#include <set>
+#include <sstream>
+
+namespace lstash::harness {
+namespace {
+
+// What each runner can inject today. The simulator always reorders
+// deliveries, so "reorder" there asks for what it does anyway.
+const std::set<std::string> kSimFaults = {"kill", "store-loss", "reorder"};
+const std::set<std::string> kProcessFaults = {"kill", "kill-at-once", "kill-during-recovery", "store-restart", "pause"};
+const std::set<std::string> kKnownFaults = {"kill",  "kill-at-once", "kill-during-recovery", "store-restart", "pause",
+                                            "store-loss", "reorder", "dup", "delay", "loss", "slow-store"};
+const std::set<std::string> kSimWorkloads = {"counter", "hashchain"};
+const std::set<std::string> kProcessWorkloads = {"wordcount"};
+
+std::string JoinSet(const std::set<std::string>& names) {
+  std::string s;
+  for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;
+  return s;
+}
+
+const Fault* Find(const std::vector<Fault>& faults, const std::string& name) {
+  for (const auto& f : faults) {
+    if (f.name == name) return &f;
+  }
+  return nullptr;
+}
+
+// The value of NAME:VALUE as a count (VALUE absent: `fallback`).
+std::uint32_t Count(const Fault* f, std::uint32_t fallback) {
+  return f == nullptr || f->value.empty() ? fallback : static_cast<std::uint32_t>(std::stoul(f->value));
+}
+
+bool IsCount(const std::string& s) {
+  return !s.empty() && s.size() <= 6 && s.find_first_not_of("0123456789") == std::string::npos;
+}
+
+struct Protocol {
+  Mode mode = Mode::kLineageStash;
+  Breakage breakage = Breakage::kNone;
+};
+
+std::optional<Protocol> ParseProtocol(const std::string& name) {
+  if (name == "broken-no-piggyback") return Protocol{Mode::kLineageStash, Breakage::kNoPiggyback};
+  if (name == "broken-no-event-log") return Protocol{Mode::kLineageStash, Breakage::kNoEventLog};
+  if (auto m = ParseMode(name)) return Protocol{*m, Breakage::kNone};
+  return std::nullopt;
+}
+
+void CheckMemory(std::uint64_t stash_bytes_peak, HarnessResult* r) {
+  const std::size_t cap = WorkerOptions{}.max_stash_bytes;
+  if (stash_bytes_peak > cap) {
+    r->violations.push_back(fmt::format("memory: a worker's stash held {} bytes, over its cap of {}", stash_bytes_peak, cap));
+  }
+}
+
+Result<HarnessResult> RunSim(const HarnessOptions& o, const Protocol& p) {
+  sim::SimConfig c = sim::ConfigFromSeed(o.workload, o.seed);
+  if (o.workers_given) c.workers = o.workers;
+  if (o.f_given) c.f = o.f;
+  if (o.faults_given) {
+    c.crashes = Count(Find(o.faults, "kill"), 0);
+    c.store_fault_percent = Count(Find(o.faults, "store-loss"), 0);
+  }
+  c.f = std::min(c.f, c.workers - 1);
+  c.mode = p.mode;
+  c.breakage = p.breakage;
+  sim::SimResult s = sim::RunSimulation(c);
+  HarnessResult r;
+  r.workers = c.workers;
+  r.completed = s.completed;
+  r.faults_injected = s.crashes;
+  r.recoveries = s.recoveries;
+  r.violations = s.violations;
+  r.recovery_ms = s.recovery_ms;
+  if (!s.completed) r.violations.push_back(fmt::format("liveness: no quiescence within {} steps", c.max_steps));
+  CheckMemory(s.stash_bytes_peak, &r);
+  return r;
+}
+
+Result<HarnessResult> RunProcesses(const HarnessOptions& o, const Protocol& p) {
+  runtime::RunOptions ro;
+  ro.mappers = (o.workers - 1) / 2;
+  ro.reducers = o.workers - 1 - ro.mappers;
+  ro.duration_s = o.duration_s;
+  ro.rate = 5000;
+  ro.mode = p.mode;
+  ro.breakage = p.breakage;
+  ro.max_forward = o.f;
+  ro.bin_dir = o.bin_dir;
+  ro.grace_s = 15;  // the liveness bound past the end of input
+
+  std::vector<std::string> names = {"source"};
+  for (std::uint32_t i = 0; i < ro.mappers; ++i) names.push_back(fmt::format("map{}", i));
+  for (std::uint32_t i = 0; i < ro.reducers; ++i) names.push_back(fmt::format("reduce{}", i));
+  std::mt19937_64 rng(o.seed);
+  auto uniform = [&](double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng); };
+  auto pick = [&] { return names[rng() % names.size()]; };
+
+  // Kills spread over the middle of the run, a random target each.
+  const std::uint32_t kills = Count(Find(o.faults, "kill"), o.faults_given ? 0 : 1);
+  for (std::uint32_t i = 0; i < kills; ++i) {
+    runtime::FaultSpec f;
+    const double slot = 0.6 * o.duration_s / kills;
+    f.at_s = 0.2 * o.duration_s + slot * i + uniform(0.1, 0.9) * slot;
+    f.targets = {pick()};
+    ro.faults.push_back(f);
+    if (i == 0 && Find(o.faults, "kill-during-recovery")) {
+      runtime::FaultSpec again = f;
+      again.during_recovery = true;
+      again.at_s = f.at_s + 0.001;
+      ro.faults.push_back(again);
+    }
+  }
+  if (const Fault* at_once = Find(o.faults, "kill-at-once")) {
+    runtime::FaultSpec f;
+    f.at_s = uniform(0.3, 0.6) * o.duration_s;
+    std::vector<std::string> pool = names;
+    std::shuffle(pool.begin(), pool.end(), rng);
+    f.targets.assign(pool.begin(), pool.begin() + Count(at_once, o.f));
+    ro.faults.push_back(f);
+  }
+  if (Find(o.faults, "pause")) {
+    runtime::FaultSpec f;
+    f.kind = runtime::FaultSpec::Kind::kPause;
+    f.at_s = uniform(0.3, 0.6) * o.duration_s;
+    f.pause_s = 1.0;
+    f.targets = {pick()};
+    ro.faults.push_back(f);
+  }
+  const bool store_restart = Find(o.faults, "store-restart") != nullptr;
+  if (store_restart) {
+    runtime::FaultSpec f;
+    f.at_s = uniform(0.2, 0.7) * o.duration_s;
+    f.targets = {"store0"};
+    ro.faults.push_back(f);
+  }
+
+  runtime::JobReport job = runtime::RunJob(ro);
+  if (job.exit_code == 2 || job.exit_code == 130) {
+    return Unavailable(job.error.empty() ? "the job was interrupted" : job.error);
+  }
+  HarnessResult r;
+  r.workers = o.workers;
+  r.completed = job.completed;
+  r.faults_injected = job.crashes.size() + (store_restart ? 1 : 0);
+  for (const auto& c : job.crashes) {
+    if (c.recovered_ms < 0) continue;
+    ++r.recoveries;
+    r.recovery_ms.push_back(c.recovery_ms);
+  }
+  if (!job.completed) {
+    r.violations.push_back(fmt::format("liveness: the job did not finish within {} s of its {} s of input",
+                                       ro.grace_s, ro.duration_s));
+  } else if (!job.counts_match) {
+    r.violations.push_back(fmt::format("exactly-once: {} words differ from the failure-free count{}",
+                                       job.words_differ, job.first_difference));
+  }
+  CheckMemory(job.stash_bytes_peak, &r);
+  return r;
+}
+
+}  // namespace
+
+Result<std::vector<Fault>> ParseFaults(const std::string& list) {
+  std::vector<Fault> faults;
+  std::stringstream in(list);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    if (item.empty() || item == "none") continue;
+    Fault f;
+    const auto colon = item.find(':');
+    f.name = item.substr(0, colon);
+    if (colon != std::string::npos) f.value = item.substr(colon + 1);
+    if (!kKnownFaults.count(f.name)) {
+      return InvalidArgument("--faults: unknown fault '" + f.name + "' (known: " + JoinSet(kKnownFaults) + ")");
+    }
+    if (colon != std::string::npos && !IsCount(f.value) && f.name != "delay" && f.name != "slow-store") {
+      return InvalidArgument("--faults: '" + item + "': the value must be a count");
+    }
+    if (Find(faults, f.name)) return InvalidArgument("--faults: '" + f.name + "' is given twice");
+    faults.push_back(f);
+  }
+  return faults;
+}
+
+Status Validate(const HarnessOptions& o) {
+  const auto& workloads = o.sim ? kSimWorkloads : kProcessWorkloads;
+  const char* where = o.sim ? "in the simulator (--sim)" : "on real processes";
+  if (!workloads.count(o.workload)) {
+    return InvalidArgument(fmt::format("--workload {}: not available {} yet (available: {})", o.workload, where,
+                                       JoinSet(workloads)));
+  }
+  if (!ParseProtocol(o.protocol)) return InvalidArgument("--protocol " + o.protocol + ": unknown");
+  const auto& supported = o.sim ? kSimFaults : kProcessFaults;
+  for (const auto& f : o.faults) {
+    if (!supported.count(f.name)) {
+      return InvalidArgument(fmt::format("--faults: '{}' cannot be injected {} yet (supported: {})", f.name, where,
+                                         JoinSet(supported)));
+    }
+  }
+  if (o.sim) {
+    if (o.workers_given && (o.workers < 2 || o.workers > 256)) return InvalidArgument("--workers: 2..256 with --sim");
+  } else {
+    if (o.workers < 3 || o.workers > 64) return InvalidArgument("--workers: 3..64 for wordcount (a source, mappers, reducers)");
+    if (const Fault* k = Find(o.faults, "kill-at-once"); k && (Count(k, o.f) > o.f || Count(k, o.f) > o.workers)) {
+      return InvalidArgument(fmt::format("--faults kill-at-once:{} exceeds f = {} (more failures at once than the "
+                                         "job tolerates)", Count(k, o.f), o.f));
+    }
+    if (o.duration_s <= 0) return InvalidArgument("--duration must be positive");
+  }
+  if (o.f_given && o.f == 0) return InvalidArgument("--f must be at least 1");
+  return Status::OK();
+}
+
+std::string HarnessOptions::ReplayCommand() const {
+  std::ostringstream s;
+  s << "build/bin/lstash-harness --workload " << workload << " --seed " << seed;
+  if (!sim || workers_given) s << " --workers " << workers;
+  if (!sim || f_given) s << " --f " << f;
+  if (faults_given) {
+    std::string list;
+    for (const auto& fault : faults) list += (list.empty() ? "" : ",") + fault.name + (fault.value.empty() ? "" : ":" + fault.value);
+    s << " --faults " << (list.empty() ? "none" : list);
+  }
+  if (sim) s << " --sim";
+  else s << " --duration " << duration_s;
+  s << " --protocol " << protocol;
+  return s.str();
+}
+
+Result<HarnessResult> Run(const HarnessOptions& options) {
+  LSTASH_RETURN_IF_ERROR(Validate(options));
+  const Protocol p = *ParseProtocol(options.protocol);
+  return options.sim ? RunSim(options, p) : RunProcesses(options, p);
+}
+
+}  // namespace lstash::harness
