@@ -49,6 +49,9 @@ struct StoreServerOptions {
   std::string data_dir;                         // RocksDB directory (created if missing)
   bool sync = true;                             // sync every write before acknowledging it
   int threads = 4;                              // requests served concurrently
+  // Added before each write is applied: a slower disk or a remote store (the
+  // lineage stash paper's +1 ms and +5 ms), for fault injection and benchmarks.
+  std::int64_t write_delay_nanos = 0;
   // CURVE: curve->allowed_clients are the keys that may connect.
   std::optional<CurveSecurity> curve;
 };

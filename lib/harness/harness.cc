@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <optional>
 #include <random>
 #include <set>
 #include <sstream>
@@ -16,7 +17,8 @@ namespace {
 // What each runner can inject today. The simulator always reorders
 // deliveries, so "reorder" there asks for what it does anyway.
 const std::set<std::string> kSimFaults = {"kill", "store-loss", "reorder"};
-const std::set<std::string> kProcessFaults = {"kill", "kill-at-once", "kill-during-recovery", "store-restart", "pause"};
+const std::set<std::string> kProcessFaults = {"kill",          "kill-at-once", "kill-during-recovery",
+                                              "store-restart", "pause",        "slow-store"};
 const std::set<std::string> kKnownFaults = {"kill",  "kill-at-once", "kill-during-recovery", "store-restart", "pause",
                                             "store-loss", "reorder", "dup", "delay", "loss", "slow-store"};
 const std::set<std::string> kSimWorkloads = {"counter", "hashchain"};
@@ -42,6 +44,20 @@ std::uint32_t Count(const Fault* f, std::uint32_t fallback) {
 
 bool IsCount(const std::string& s) {
   return !s.empty() && s.size() <= 6 && s.find_first_not_of("0123456789") == std::string::npos;
+}
+
+// "5ms", "5" (milliseconds) or "500us": a duration in milliseconds.
+std::optional<double> Milliseconds(const std::string& s) {
+  std::string digits = s;
+  double scale = 1;
+  if (digits.ends_with("ms")) {
+    digits.resize(digits.size() - 2);
+  } else if (digits.ends_with("us")) {
+    digits.resize(digits.size() - 2);
+    scale = 1e-3;
+  }
+  if (!IsCount(digits)) return std::nullopt;
+  return std::stod(digits) * scale;
 }
 
 struct Protocol {
@@ -106,37 +122,53 @@ Result<HarnessResult> RunProcesses(const HarnessOptions& o, const Protocol& p) {
   auto uniform = [&](double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng); };
   auto pick = [&] { return names[rng() % names.size()]; };
 
-  // Kills spread over the middle of the run, a random target each.
+  // Worker failures: kills, a pause, K at once. Each gets a slot of its own
+  // in the middle 60% of the run, at a random point in the slot's first
+  // half, and waits until no worker is down or recovering: at most f workers
+  // fail at once, as the protocol requires.
   const std::uint32_t kills = Count(Find(o.faults, "kill"), o.faults_given ? 0 : 1);
+  const Fault* at_once = Find(o.faults, "kill-at-once");
+  const bool pause = Find(o.faults, "pause") != nullptr;
+  const std::uint32_t events = kills + (at_once ? 1 : 0) + (pause ? 1 : 0);
+  std::vector<runtime::FaultSpec> failures;
   for (std::uint32_t i = 0; i < kills; ++i) {
     runtime::FaultSpec f;
-    const double slot = 0.6 * o.duration_s / kills;
-    f.at_s = 0.2 * o.duration_s + slot * i + uniform(0.1, 0.9) * slot;
     f.targets = {pick()};
-    ro.faults.push_back(f);
-    if (i == 0 && Find(o.faults, "kill-during-recovery")) {
-      runtime::FaultSpec again = f;
-      again.during_recovery = true;
-      again.at_s = f.at_s + 0.001;
-      ro.faults.push_back(again);
-    }
+    failures.push_back(f);
   }
-  if (const Fault* at_once = Find(o.faults, "kill-at-once")) {
+  if (at_once) {
     runtime::FaultSpec f;
-    f.at_s = uniform(0.3, 0.6) * o.duration_s;
     std::vector<std::string> pool = names;
     std::shuffle(pool.begin(), pool.end(), rng);
     f.targets.assign(pool.begin(), pool.begin() + Count(at_once, o.f));
-    ro.faults.push_back(f);
+    failures.push_back(f);
   }
-  if (Find(o.faults, "pause")) {
+  if (pause) {
     runtime::FaultSpec f;
     f.kind = runtime::FaultSpec::Kind::kPause;
-    f.at_s = uniform(0.3, 0.6) * o.duration_s;
     f.pause_s = 1.0;
     f.targets = {pick()};
-    ro.faults.push_back(f);
+    failures.push_back(f);
   }
+  std::shuffle(failures.begin(), failures.end(), rng);
+  const bool again_during_recovery = Find(o.faults, "kill-during-recovery") != nullptr;
+  bool again_added = false;
+  for (std::uint32_t i = 0; i < events; ++i) {
+    runtime::FaultSpec& f = failures[i];
+    const double slot = 0.6 * o.duration_s / events;
+    f.at_s = 0.2 * o.duration_s + slot * i + uniform(0.05, 0.5) * slot;
+    f.when_all_up = true;
+    ro.faults.push_back(f);
+    if (again_during_recovery && !again_added && f.kind == runtime::FaultSpec::Kind::kKill && f.targets.size() == 1) {
+      runtime::FaultSpec again = f;  // the same target, killed again while it recovers
+      again.during_recovery = true;
+      again.when_all_up = false;
+      again.at_s = f.at_s + 0.001;
+      ro.faults.push_back(again);
+      again_added = true;
+    }
+  }
+  if (const Fault* slow = Find(o.faults, "slow-store")) ro.store_write_delay_ms = *Milliseconds(slow->value);
   const bool store_restart = Find(o.faults, "store-restart") != nullptr;
   if (store_restart) {
     runtime::FaultSpec f;
@@ -184,7 +216,11 @@ Result<std::vector<Fault>> ParseFaults(const std::string& list) {
     if (!kKnownFaults.count(f.name)) {
       return InvalidArgument("--faults: unknown fault '" + f.name + "' (known: " + JoinSet(kKnownFaults) + ")");
     }
-    if (colon != std::string::npos && !IsCount(f.value) && f.name != "delay" && f.name != "slow-store") {
+    const bool duration = f.name == "delay" || f.name == "slow-store";
+    if (duration && !Milliseconds(f.value)) {
+      return InvalidArgument("--faults: '" + item + "': give a delay such as " + f.name + ":1ms");
+    }
+    if (!duration && colon != std::string::npos && !IsCount(f.value)) {
       return InvalidArgument("--faults: '" + item + "': the value must be a count");
     }
     if (Find(faults, f.name)) return InvalidArgument("--faults: '" + f.name + "' is given twice");
@@ -219,6 +255,9 @@ Status Validate(const HarnessOptions& o) {
     if (o.duration_s <= 0) return InvalidArgument("--duration must be positive");
   }
   if (o.f_given && o.f == 0) return InvalidArgument("--f must be at least 1");
+  if (Find(o.faults, "kill-during-recovery") && Count(Find(o.faults, "kill"), 0) == 0) {
+    return InvalidArgument("--faults: kill-during-recovery needs kill:N (it kills a killed worker again)");
+  }
   return Status::OK();
 }
 

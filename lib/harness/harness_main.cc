@@ -21,8 +21,8 @@ int main(int argc, char** argv) {
   cli.add_option("--workload", o.workload, "wordcount (real processes); counter, hashchain (--sim)");
   auto* workers = cli.add_option("--workers", o.workers, "worker processes (--sim: simulated workers; default from the seed)");
   auto* fault_list = cli.add_option("--faults", faults,
-                                    "comma list: kill[:N], kill-at-once[:K], kill-during-recovery, store-restart, pause "
-                                    "(real processes); kill[:N], store-loss[:PERCENT], reorder (--sim); none");
+                                    "comma list: kill[:N], kill-at-once[:K], kill-during-recovery, store-restart, pause, "
+                                    "slow-store:MS (real processes); kill[:N], store-loss[:PERCENT], reorder (--sim); none");
   cli.add_option("--seed", o.seed, "seed: chooses fault times, targets and (--sim) everything else");
   cli.add_flag("--sim", o.sim, "run in the deterministic simulator instead of real processes");
   cli.add_option("--duration", o.duration_s, "real processes: seconds of input");
@@ -31,6 +31,9 @@ int main(int argc, char** argv) {
                  "lineage-stash | write-first | none | broken-no-piggyback | broken-no-event-log (negative controls)");
   cli.add_option("--bin-dir", o.bin_dir, "where lstash-worker and lstash-store are (default: next to lstash-harness)");
   cli.add_flag("--json", json, "print a JSON summary as the last line");
+  std::string log_level = "warn";
+  cli.add_option("--log", log_level, "library log level in this process (--sim: debug and trace follow every frame)")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   try {
     cli.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -53,7 +56,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (o.bin_dir.empty()) o.bin_dir = runtime::SelfDirectory();
-  spdlog::set_level(spdlog::level::warn);
+  spdlog::set_level(spdlog::level::from_str(log_level));
 
   const std::string replay = o.ReplayCommand();
   std::printf("lstash-harness: seed %llu; replay with: %s\n", static_cast<unsigned long long>(o.seed), replay.c_str());

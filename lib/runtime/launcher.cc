@@ -273,6 +273,7 @@ class Launcher {
     std::vector<std::string> argv = {(fs::path(o_.bin_dir) / "lstash-store").string(), "--listen", s.endpoint,
                                      "--data", s.dir};
     if (!o_.store_sync) argv.push_back("--no-sync");
+    if (o_.store_write_delay_ms > 0) argv.insert(argv.end(), {"--write-delay-ms", fmt::format("{}", o_.store_write_delay_ms)});
     if (!keys_dir_.empty()) {
       argv.insert(argv.end(), {"--keys", keys_dir_, "--name", fmt::format("store-{}", s.shard)});
     }
@@ -586,6 +587,9 @@ class Launcher {
       // Every target must be running (and, for during_recovery, recovering).
       bool ready = !targets.empty();
       for (auto* w : targets) ready = ready && w->up && w->pid > 0 && (!f.during_recovery || (w->hello && w->recovering));
+      if (f.when_all_up) {
+        for (const auto& w : workers_) ready = ready && w.up && w.hello && !w.recovering;
+      }
       if (!ready) continue;
       fault_done_.insert(i);
       for (auto* w : targets) {
@@ -758,7 +762,11 @@ class Launcher {
       std::printf("PASS: the reducers' counts equal a direct count of the %llu emitted lines (%llu words, %zu distinct, 0 differ)\n",
                   static_cast<unsigned long long>(emitted), static_cast<unsigned long long>(words_total), expected.size());
     } else if (!have_all) {
-      std::printf("FAIL: not every worker reported its result\n");
+      std::string missing;
+      for (const auto& w : workers_) {
+        if ((w.id == 0 || w.id > o_.mappers) && !w.result) missing += " " + w.name;
+      }
+      std::printf("FAIL: not every worker reported its result (missing:%s)\n", missing.c_str());
     } else {
       std::printf("FAIL: %llu of %zu words differ from a direct count of the %llu emitted lines%s\n",
                   static_cast<unsigned long long>(differ), words.size(), static_cast<unsigned long long>(emitted),

@@ -22,6 +22,7 @@ struct FaultSpec {
   double at_s = 0;                   // seconds after the job started
   double pause_s = 0;                // kPause: how long the target stays stopped
   bool during_recovery = false;      // kKill: wait until the target is recovering, then kill it again
+  bool when_all_up = false;          // wait until no worker is down or recovering (keeps failures within f)
 };
 
 struct RunOptions {
@@ -53,6 +54,7 @@ struct RunOptions {
   bool keep_run_dir = false;
   bool curve = false;               // generate keys and authenticate + encrypt every socket
   bool store_sync = true;
+  double store_write_delay_ms = 0;  // a slow store: added before each write
   std::string bin_dir;              // where lstash-worker and lstash-store are (default: next to lstash-run)
   // Across machines (docs/operations.md). Each overrides what lstash-run
   // would otherwise choose or start itself.

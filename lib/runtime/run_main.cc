@@ -65,6 +65,8 @@ int main(int argc, char** argv) {
   cli.add_flag("--keep", o.keep_run_dir, "keep the run directory");
   cli.add_flag("--curve", o.curve, "authenticate and encrypt every socket with CURVE (keys made in the run dir)");
   cli.add_flag("--no-sync", no_sync, "store servers acknowledge writes before syncing them");
+  cli.add_option("--store-delay-ms", o.store_write_delay_ms, "store servers wait this long before each write (a slow store)")
+      ->check(CLI::Range(0.0, 10000.0));
   cli.add_option("--bin-dir", o.bin_dir, "directory of lstash-worker and lstash-store (default: next to lstash-run)");
   cli.add_option("--endpoints", o.endpoints, "every worker's transport endpoint, comma-separated, in id order "
                                             "(default: from --transport, --host, --base-port)")->delimiter(',');

@@ -455,6 +455,9 @@ Status ServerImpl::RenewLease(WorkerId worker, Epoch epoch, std::int64_t duratio
 }
 
 Response ServerImpl::Execute(Request& r) {
+  if (options_.write_delay_nanos > 0 && store_rpc::IsWrite(r.method)) {
+    std::this_thread::sleep_for(std::chrono::nanoseconds(options_.write_delay_nanos));  // the injected slowness
+  }
   Response out;
   out.request_id = r.ids.request_id;
   out.method = r.method;

@@ -61,12 +61,16 @@ int main(int argc, char** argv) {
   cli.add_option("--threads", options.threads, "requests served concurrently")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
+  double write_delay_ms = 0;
+  cli.add_option("--write-delay-ms", write_delay_ms, "add this delay before each write (a slow store, for tests)")
+      ->check(CLI::Range(0.0, 10000.0));
   cli.add_option("--curve-secret", curve_secret, "CURVE: our key pair, KEYDIR/NAME (reads KEYDIR/NAME.key)");
   cli.add_option("--curve-allow", curve_allow, "CURVE: directory whose *.pub keys may connect");
   cli.add_option("--keys", keys_dir, "CURVE: key directory (with --name): our key NAME, allow every *.pub in it");
   cli.add_option("--name", key_name, "CURVE: our key's name in --keys");
   CLI11_PARSE(cli, argc, argv);
   options.sync = !no_sync;
+  options.write_delay_nanos = static_cast<std::int64_t>(write_delay_ms * 1e6);
 
   if (!keys_dir.empty() || !key_name.empty()) {
     if (keys_dir.empty() || key_name.empty()) return Fail("--keys and --name go together", 2);

@@ -63,13 +63,16 @@ TEST(HarnessFaults, ParsesNamesAndCounts) {
   EXPECT_EQ((*f)[0].value, "3");
   EXPECT_EQ((*f)[1].name, "kill-during-recovery");
   EXPECT_TRUE((*f)[1].value.empty());
+  auto slow = ParseFaults("slow-store:5ms");
+  ASSERT_TRUE(slow.ok()) << slow.status().ToString();
+  EXPECT_EQ((*slow)[0].value, "5ms");
   auto none = ParseFaults("none");
   ASSERT_TRUE(none.ok());
   EXPECT_TRUE(none->empty());
 }
 
 TEST(HarnessFaults, RefusesUnknownNamesBadValuesAndRepeats) {
-  for (const char* bad : {"explode", "kill:many", "kill:-1", "kill:1,kill:2", "pause:x"}) {
+  for (const char* bad : {"explode", "kill:many", "kill:-1", "kill:1,kill:2", "pause:x", "slow-store", "slow-store:fast"}) {
     auto f = ParseFaults(bad);
     ASSERT_FALSE(f.ok()) << bad;
     EXPECT_EQ(f.status().code(), Code::kInvalidArgument) << bad;
@@ -148,7 +151,7 @@ TEST(HarnessSweep, WordcountOnRealProcessesUnderMixedFaults) {
 TEST(HarnessSweep, WordcountOnRealProcessesTwoAtOnceAndAStoreRestart) {
   const std::uint64_t seed = FirstSeed() + 1;
   HarnessRun r = RunHarness({"--workload", "wordcount", "--seed", std::to_string(seed), "--duration", "6", "--f", "2",
-                             "--faults", "kill-at-once:2,store-restart"});
+                             "--faults", "kill-at-once:2,store-restart,slow-store:1ms"});
   ExpectClean(r);
   EXPECT_EQ(r.summary.value("faults_injected", 0), 3) << r.output;
   EXPECT_EQ(r.summary.value("recoveries", 0), 2) << r.output;
