@@ -935,8 +935,17 @@ Result<Delivery> WorkerImpl::HandleTaskFrame(wire::DecodedFrame& f) {
             std::to_string(epoch);
     }
   };
-  for (const auto& we : f.entries) consider(we.entry.owner, we.entry.epoch, we.entry.index, "entry");
-  for (const auto& d : f.deps) consider(d.owner, d.epoch, d.index, "dependency");
+  InChannel& in = in_[s];
+  const bool duplicate = f.channel_seq <= in.delivered;
+  // A duplicate queues nothing, so it is never dropped whole: its valid
+  // lineage is merged below, entry by entry. Its sender counts us as holding
+  // that lineage once it sees our ack, and may have sent it only on this
+  // frame (a resend after we restarted puts it all on the first message), so
+  // the later frames we accept depend on it.
+  if (!duplicate) {
+    for (const auto& we : f.entries) consider(we.entry.owner, we.entry.epoch, we.entry.index, "entry");
+    for (const auto& d : f.deps) consider(d.owner, d.epoch, d.index, "dependency");
+  }
   if (worst != Validity::kValid) {
     if (worst == Validity::kUnknown) {
       ++metrics_.frames_deferred;
@@ -948,8 +957,6 @@ Result<Delivery> WorkerImpl::HandleTaskFrame(wire::DecodedFrame& f) {
     return Delivery::kStale;
   }
 
-  InChannel& in = in_[s];
-  const bool duplicate = f.channel_seq <= in.delivered;
   if (!duplicate && f.channel_seq != in.delivered + 1) {
     // Early: an earlier frame is missing. Keep it (within a bound) until the
     // gap is filled, so one loss does not delay every frame behind it.
@@ -967,6 +974,7 @@ Result<Delivery> WorkerImpl::HandleTaskFrame(wire::DecodedFrame& f) {
   MergeWatermarks(f.watermarks);
   for (auto& we : f.entries) {
     const WorkerId owner = we.entry.owner;
+    if (duplicate && judge(owner, we.entry.epoch, we.entry.index) != Validity::kValid) continue;
     if (owner == options_.id) {
       stash_.MarkOwnHeld(we.entry.index, s);
     } else if (we.entry.index <= known_wm_[owner]) {

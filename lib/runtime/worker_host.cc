@@ -9,7 +9,10 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <mutex>
+#include <thread>
 #include <zmq.hpp>
 
 namespace lstash::runtime {
@@ -50,6 +53,90 @@ class HostListener final : public Listener {
   std::vector<WorkerId> new_incarnations_;
 };
 
+// The link to the coordinator, on a thread of its own. It keeps heartbeats
+// going while the engine thread is busy or blocked (a long replay turn, a
+// store call waiting out a store restart): a live process must not be
+// declared dead, or several false detections at once could exceed f.
+class ControlChannel {
+ public:
+  ~ControlChannel() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+
+  Status Open(const std::string& endpoint, const std::string& routing_id, std::int64_t heartbeat_nanos) {
+    heartbeat_nanos_ = heartbeat_nanos;
+    try {
+      socket_ = zmq::socket_t(ctx_, zmq::socket_type::dealer);
+      socket_.set(zmq::sockopt::linger, 200);
+      socket_.set(zmq::sockopt::routing_id, routing_id);
+      socket_.connect(endpoint);
+    } catch (const zmq::error_t& e) {
+      return Unavailable("connecting to the coordinator at " + endpoint + ": " + e.what());
+    }
+    thread_ = std::thread([this] { Loop(); });  // the socket is the thread's from here on
+    return Status::OK();
+  }
+
+  void Send(std::string bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    outbox_.push_back(std::move(bytes));
+  }
+  // Sent whenever nothing else went out for a heartbeat period.
+  void SetKeepalive(std::string bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    keepalive_ = std::move(bytes);
+  }
+  std::vector<std::string> TakeReceived() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return std::move(inbox_);
+  }
+
+ private:
+  void Loop() {
+    std::int64_t last_sent = Mono();
+    for (bool last_round = false; !last_round;) {
+      last_round = stop_.load();  // one more round sends what was queued before the stop
+      std::vector<std::string> out;
+      std::string keepalive;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        out.swap(outbox_);
+        if (out.empty() && Mono() - last_sent >= heartbeat_nanos_) keepalive = keepalive_;
+      }
+      if (!keepalive.empty()) out.push_back(std::move(keepalive));
+      for (const auto& bytes : out) {
+        try {
+          (void)socket_.send(zmq::buffer(bytes), zmq::send_flags::dontwait);
+        } catch (const zmq::error_t& e) {
+          spdlog::warn("control message lost: {}", e.what());
+        }
+      }
+      if (!out.empty()) last_sent = Mono();
+      try {
+        zmq::pollitem_t item{static_cast<void*>(socket_), 0, ZMQ_POLLIN, 0};
+        zmq::poll(&item, 1, std::chrono::milliseconds(last_round ? 0 : 5));
+        zmq::message_t msg;
+        while (socket_.recv(msg, zmq::recv_flags::dontwait)) {
+          std::lock_guard<std::mutex> lock(mu_);
+          inbox_.emplace_back(msg.to_string_view());
+        }
+      } catch (const zmq::error_t&) {
+      }
+    }
+    socket_.close();
+  }
+
+  zmq::context_t ctx_{1};
+  zmq::socket_t socket_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::int64_t heartbeat_nanos_ = 50 * kMs;
+  std::mutex mu_;
+  std::vector<std::string> outbox_, inbox_;
+  std::string keepalive_;
+};
+
 bool IsFenced(const Status& s) {
   return s.code() == Code::kFailedPrecondition &&
          (s.message().find("fenced") != std::string_view::npos || s.message().find("lease") != std::string_view::npos);
@@ -57,7 +144,7 @@ bool IsFenced(const Status& s) {
 
 class Host {
  public:
-  explicit Host(const HostOptions& o) : o_(o), control_ctx_(1) {}
+  explicit Host(const HostOptions& o) : o_(o) {}
 
   int Run() {
     if (Status s = Setup(); !s.ok()) {
@@ -98,48 +185,34 @@ class Host {
     LSTASH_ASSIGN_OR_RETURN(transport_, Transport::Open(to));
 
     if (!o_.coordinator.empty()) {
-      try {
-        control_ = zmq::socket_t(control_ctx_, zmq::socket_type::dealer);
-        control_.set(zmq::sockopt::linger, 200);
-        control_.set(zmq::sockopt::routing_id, "w" + std::to_string(o_.id) + "." + std::to_string(getpid()));
-        control_.connect(o_.coordinator);
-      } catch (const zmq::error_t& e) {
-        return Unavailable(std::string("connecting to the coordinator at ") + o_.coordinator + ": " + e.what());
-      }
+      control_ = std::make_unique<ControlChannel>();
+      LSTASH_RETURN_IF_ERROR(control_->Open(o_.coordinator, "w" + std::to_string(o_.id) + "." + std::to_string(getpid()),
+                                            o_.heartbeat_nanos));
     }
     return Status::OK();
   }
 
-  void Report(nlohmann::json message) {
-    if (o_.coordinator.empty() || !control_) return;
+  std::string Encode(nlohmann::json message) const {
     message["id"] = o_.id;
     message["epoch"] = worker_ ? worker_->epoch() : 0;
-    const std::string bytes = EncodeControl(message);
-    try {
-      (void)control_.send(zmq::buffer(bytes), zmq::send_flags::dontwait);
-    } catch (const zmq::error_t& e) {
-      spdlog::warn("worker {}: control message lost: {}", o_.id, e.what());
-    }
+    return EncodeControl(message);
+  }
+
+  void Report(nlohmann::json message) {
+    if (control_) control_->Send(Encode(std::move(message)));
   }
 
   // Messages from the coordinator. Returns false on shutdown.
   bool HandleControl() {
     if (!control_) return true;
-    for (;;) {
-      zmq::message_t msg;
-      zmq::recv_result_t got;
-      try {
-        got = control_.recv(msg, zmq::recv_flags::dontwait);
-      } catch (const zmq::error_t&) {
-        return true;
-      }
-      if (!got) return true;
+    for (const auto& bytes : control_->TakeReceived()) {
       nlohmann::json m;
-      if (!DecodeControl(msg.to_string_view(), &m).ok()) continue;
+      if (!DecodeControl(bytes, &m).ok()) continue;
       const std::string type = m["type"];
       if (type == "shutdown") return false;
       if (type == "peer_down") worker_->PeerDown(m.value("peer", 0u));
     }
+    return true;
   }
 
   void Heartbeat() {
@@ -147,7 +220,7 @@ class Host {
     TransportMetrics t = transport_->GetMetrics();
     nlohmann::json stats;
     app_->TakeStats(&stats);
-    Report({{"type", "heartbeat"},
+    nlohmann::json beat{{"type", "heartbeat"},
             {"recovering", m.recovering},
             {"metrics",
              {{"stash_entries", m.stash_entries},
@@ -161,7 +234,11 @@ class Host {
               {"frames_stale", m.frames_stale},
               {"outbox_messages", m.outbox_messages},
               {"transport_rejected", t.rejected}}},
-            {"app", std::move(stats)}});
+            {"app", std::move(stats)}};
+    if (!control_) return;
+    control_->Send(Encode(beat));
+    beat.erase("app");  // the keepalive repeats the state, not the latency samples
+    control_->SetKeepalive(Encode(std::move(beat)));
   }
 
   int Loop() {
@@ -247,8 +324,7 @@ class Host {
   std::unique_ptr<Worker> worker_;
   std::unique_ptr<App> app_;
   std::unique_ptr<Transport> transport_;
-  zmq::context_t control_ctx_;
-  zmq::socket_t control_;
+  std::unique_ptr<ControlChannel> control_;
 };
 
 }  // namespace

@@ -5,6 +5,8 @@
 
 #include <lstash/store.h>
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <deque>
 #include <filesystem>
@@ -170,6 +172,7 @@ Status Simulation::Start(WorkerId w) {
   AppParams p{c_.workers, c_.tokens, c_.hops, c_.large_percent};
   n.app = c_.workload == "hashchain" ? MakeChainApp(w, p) : MakeCounterApp(w, p);
   if (auto snapshot = n.worker->TakeRestoredSnapshot()) LSTASH_RETURN_IF_ERROR(n.app->Restore(*snapshot));
+  spdlog::debug("sim: step {} start w{} epoch {}", result_.steps, w, n.worker->epoch());
   n.up = true;
   n.started_at = clock_.now;
   n.since_checkpoint = 0;
@@ -183,6 +186,7 @@ Status Simulation::Start(WorkerId w) {
 void Simulation::Crash(WorkerId w) {
   Node& n = nodes_[w];
   if (!n.up) return;
+  spdlog::debug("sim: step {} crash w{} epoch {}", result_.steps, w, n.worker->epoch());
   n.log_end_seen = std::max(n.log_end_seen, n.worker->GetMetrics().log_end);
   n.worker.reset();  // its stash, inbox and unsent frames die with it
   n.app.reset();

@@ -1922,6 +1922,94 @@ TEST_F(WorkerRecoveryTest, MoreFailuresThanFLoseLineageWithDataLoss) {
   EXPECT_EQ(ends[0].from_survivors, 1u);
 }
 
+// A sender that learns its receiver restarted resends its whole outbox, all
+// the lineage going on the first message. If the receiver's log already
+// holds that message, the copy is a duplicate, yet its lineage is what the
+// later messages depend on: it must be merged even when part of it (here an
+// entry of a worker still gathering) cannot be judged yet. Found by the
+// simulator (counter, seed 3631): the duplicate was deferred whole, the next
+// message was accepted, and the sender's recovery missed the lineage it
+// depended on (an orphan).
+TEST_F(WorkerRecoveryTest, DuplicateResentToARestartedReceiverStillDeliversItsLineage) {
+  auto s = Open(Options(0, 3));
+  auto d = Open(Options(1, 3));
+  auto o = Open(Options(2, 3));
+  ASSERT_TRUE(s && d && o);
+  // O's start task sends to S: S holds O:1 without depending on it.
+  ASSERT_TRUE(Next(*o).has_value());
+  SubmitOk(*o, 0, "o");
+  auto o_to_s = Select(o->TakeFrames(), 0, wire::FrameKind::kTask);
+  ASSERT_EQ(o_to_s.size(), 1u);
+  // S:1 sends m1, draws S:2, sends m2 (which depends on S:2).
+  ASSERT_TRUE(Next(*s).has_value());
+  SubmitOk(*s, 1, "m1");
+  const std::uint64_t r = Rand(*s);
+  SubmitOk(*s, 1, "m2");
+  auto first = Select(s->TakeFrames(), 1, wire::FrameKind::kTask);
+  ASSERT_EQ(first.size(), 2u);
+  ASSERT_EQ(ReceiveOk(*s, o_to_s[0]), Delivery::kQueued);
+
+  // D runs m1 (m2 is lost), commits it with a copy of S:1, and crashes
+  // before acknowledging it.
+  ASSERT_EQ(ReceiveOk(*d, first[0]), Delivery::kQueued);
+  ASSERT_TRUE(Next(*d).has_value());
+  auto m1 = Next(*d);
+  ASSERT_TRUE(m1.has_value());
+  ASSERT_EQ(m1->payload, "m1");
+  ASSERT_EQ(FlushOk(*d), 2u);
+  (void)d->TakeFrames();
+  d.reset();
+  // O restarts and stays gathering: its old entries cannot be judged yet.
+  o.reset();
+  o = Open(Options(2, 3));
+  ASSERT_NE(o, nullptr);
+  auto o_request = Select(o->TakeFrames(), 1, wire::FrameKind::kRecoveryRequest);
+  ASSERT_EQ(o_request.size(), 1u);
+
+  d = Open(Options(1, 3));
+  ASSERT_NE(d, nullptr);
+  auto d_request = Select(d->TakeFrames(), 0, wire::FrameKind::kRecoveryRequest);
+  ASSERT_EQ(d_request.size(), 1u);
+  d->PeerDown(2);
+  ASSERT_EQ(ReceiveOk(*s, d_request[0]), Delivery::kControl);
+  auto from_s = s->TakeFrames();
+  auto reply = Select(from_s, 1, wire::FrameKind::kRecoveryReply);
+  auto resent = Select(from_s, 1, wire::FrameKind::kTask);
+  ASSERT_EQ(reply.size(), 1u);
+  ASSERT_EQ(resent.size(), 2u);
+  EXPECT_THAT(PiggybackOf(resent[0]), ElementsAre("0:1", "0:2", "2:1"));
+  EXPECT_THAT(PiggybackOf(resent[1]), IsEmpty());
+  ASSERT_EQ(ReceiveOk(*d, reply[0]), Delivery::kControl);  // D's log, from the store, holds m1
+  EXPECT_EQ(ReceiveOk(*d, resent[0]), Delivery::kDuplicate);
+  EXPECT_EQ(ReceiveOk(*d, resent[1]), Delivery::kQueued);
+  ASSERT_EQ(ReceiveOk(*d, o_request[0]), Delivery::kControl);
+  auto to_o = Select(d->TakeFrames(), 2, wire::FrameKind::kRecoveryReply);
+  ASSERT_EQ(to_o.size(), 1u);
+  EXPECT_THAT(PiggybackOf(to_o[0]), IsEmpty()) << "O:1 could not be judged: not taken";
+
+  // S crashes: D holds S:2, which m2 depends on, and gives it back.
+  s.reset();
+  s = Open(Options(0, 3));
+  ASSERT_NE(s, nullptr);
+  auto s_request = Select(s->TakeFrames(), 1, wire::FrameKind::kRecoveryRequest);
+  ASSERT_EQ(s_request.size(), 1u);
+  s->PeerDown(2);
+  ASSERT_EQ(ReceiveOk(*d, s_request[0]), Delivery::kControl);
+  auto s_reply = Select(d->TakeFrames(), 0, wire::FrameKind::kRecoveryReply);
+  ASSERT_EQ(s_reply.size(), 1u);
+  EXPECT_THAT(PiggybackOf(s_reply[0]), ElementsAre("0:1", "0:2"));
+  ASSERT_EQ(ReceiveOk(*s, s_reply[0]), Delivery::kControl);
+  EXPECT_EQ(s->GetMetrics().log_end, 2u) << "S:2 recovered: m2 is not an orphan";
+  auto start = Next(*s);
+  ASSERT_TRUE(start.has_value());
+  EXPECT_TRUE(start->replayed);
+  EXPECT_EQ(SubmitOk(*s, 1, "m1"), (TaskId{0, 1}));
+  EXPECT_EQ(Rand(*s), r);
+  EXPECT_EQ(SubmitOk(*s, 1, "m2"), (TaskId{0, 2}));
+  CORE_EXPECT_OK(s->health());
+  CORE_EXPECT_OK(d->health());
+}
+
 TEST_F(WorkerRecoveryTest, SenderRestartKeepsTheLargePayloadForTheReceiver) {
   Net net(2);
   WorkerOptions oa = Options(0, 2), ob = Options(1, 2);

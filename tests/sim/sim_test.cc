@@ -134,6 +134,18 @@ TEST(Sim, RunsAreDeterministic) {
   EXPECT_EQ(a.violations, b.violations);
 }
 
+// A duplicate resent to a restarted receiver was deferred whole (it carried
+// lineage of a worker still gathering), losing the lineage a later message
+// depended on: an orphan (see the worker test
+// DuplicateResentToARestartedReceiverStillDeliversItsLineage).
+TEST(Sim, CounterSeed3631HasNoOrphan) {
+  SimConfig c = ConfigFromSeed("counter", 3631);
+  SimResult r = RunSimulation(c);
+  EXPECT_TRUE(r.completed);
+  EXPECT_GT(r.recoveries, 0u);
+  EXPECT_TRUE(r.violations.empty()) << r.violations.front() << "\n  replay: " << c.ReplayCommand();
+}
+
 TEST(Sim, ManyFailuresWithLargeF) {
   // All but one worker may fail together.
   SimConfig c;
