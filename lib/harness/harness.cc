@@ -5,7 +5,10 @@
 
 #include <fmt/format.h>
 
+#include <stdlib.h>
+
 #include <algorithm>
+#include <filesystem>
 #include <optional>
 #include <random>
 #include <set>
@@ -114,6 +117,11 @@ Result<HarnessResult> RunProcesses(const HarnessOptions& o, const Protocol& p) {
   ro.max_forward = o.f;
   ro.bin_dir = o.bin_dir;
   ro.grace_s = 15;  // the liveness bound past the end of input
+  // Logs at debug level, kept when the run fails.
+  std::string run_dir = (std::filesystem::temp_directory_path() / fmt::format("lstash-harness-{}-XXXXXX", o.seed)).string();
+  if (mkdtemp(run_dir.data()) == nullptr) return IOError("cannot create a run directory in " + run_dir);
+  ro.run_dir = run_dir;
+  ro.worker_log = "debug";
 
   std::vector<std::string> names = {"source"};
   for (std::uint32_t i = 0; i < ro.mappers; ++i) names.push_back(fmt::format("map{}", i));
@@ -179,6 +187,8 @@ Result<HarnessResult> RunProcesses(const HarnessOptions& o, const Protocol& p) {
 
   runtime::JobReport job = runtime::RunJob(ro);
   if (job.exit_code == 2 || job.exit_code == 130) {
+    std::error_code ec;
+    std::filesystem::remove_all(run_dir, ec);
     return Unavailable(job.error.empty() ? "the job was interrupted" : job.error);
   }
   HarnessResult r;
@@ -198,6 +208,12 @@ Result<HarnessResult> RunProcesses(const HarnessOptions& o, const Protocol& p) {
                                        job.words_differ, job.first_difference));
   }
   CheckMemory(job.stash_bytes_peak, &r);
+  std::error_code ec;
+  if (r.violations.empty()) {
+    std::filesystem::remove_all(run_dir, ec);
+  } else {
+    r.kept_logs = run_dir + "/logs";
+  }
   return r;
 }
 

@@ -48,6 +48,7 @@ struct HarnessResult {
   std::uint64_t recoveries = 0;
   std::vector<std::string> violations;
   std::vector<double> recovery_ms;
+  std::string kept_logs;  // real processes: where a failing run's logs were kept
 };
 
 // Runs it. The status is not OK only if the run could not be carried out

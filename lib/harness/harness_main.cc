@@ -72,6 +72,7 @@ int main(int argc, char** argv) {
               r->violations.size(), r->completed ? "" : " (did not complete)");
   for (std::size_t i = 0; i < r->violations.size() && i < 20; ++i) std::printf("  %s\n", r->violations[i].c_str());
   if (!r->violations.empty()) std::printf("  replay: %s\n", replay.c_str());
+  if (!r->kept_logs.empty()) std::printf("  logs (workers at debug level): %s\n", r->kept_logs.c_str());
   if (json) {
     constexpr std::size_t kMaxDetails = 50;
     std::vector<std::string> details(r->violations.begin(),
@@ -89,6 +90,7 @@ int main(int argc, char** argv) {
                      {"completed", r->completed},
                      {"recovery_ms", r->recovery_ms},
                      {"replay", replay}};
+    if (!r->kept_logs.empty()) j["logs"] = r->kept_logs;
     std::cout << j.dump() << std::endl;
   }
   return r->violations.empty() && r->completed ? 0 : 1;

@@ -312,6 +312,7 @@ class Launcher {
                                      "--heartbeat-ms", fmt::format("{}", o_.heartbeat_ms)};
     if (o_.breakage != Breakage::kNone) argv.insert(argv.end(), {"--breakage", std::string(BreakageName(o_.breakage))});
     if (!keys_dir_.empty()) argv.insert(argv.end(), {"--keys", keys_dir_});
+    if (o_.worker_log != "info") argv.insert(argv.end(), {"--log", o_.worker_log});
     return argv;
   }
 

@@ -65,6 +65,7 @@ struct RunOptions {
   std::string keys_dir;                      // CURVE keys made by lstash-keygen (worker-N, store-K); enables CURVE
   double grace_s = 60;              // how long past the duration the job may take to finish
   bool json = false;                // a JSON summary as the last line
+  std::string worker_log = "info";  // lstash-worker --log: what the logs in RUN_DIR/logs hold
 };
 
 // One failure of a worker and its recovery, as the job saw it. Times are

@@ -80,6 +80,8 @@ int main(int argc, char** argv) {
   cli.add_option("--keys", o.keys_dir, "CURVE key directory made by lstash-keygen (worker-N, store-K); enables CURVE");
   cli.add_option("--grace", o.grace_s, "seconds past the duration the job may take to finish");
   cli.add_flag("--json", o.json, "print a JSON summary as the last line");
+  cli.add_option("--worker-log", o.worker_log, "workers' log level in RUN_DIR/logs (debug: recovery steps)")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
   CLI11_PARSE(cli, argc, argv);
 
   auto m = ParseMode(mode);

@@ -29,6 +29,9 @@ int main(int argc, char** argv) {
   cli.add_option("--heartbeat-ms", heartbeat_ms, "heartbeat period");
   cli.add_option("--store-deadline-s", store_deadline_s, "give up on an unreachable store after this long");
   cli.add_option("--keys", keys, "CURVE key directory (worker-N, store-K key pairs); enables CURVE");
+  std::string log_level = "info";
+  cli.add_option("--log", log_level, "log level (debug: recovery steps, peers, stale frames)")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
   CLI11_PARSE(cli, argc, argv);
 
   if (o.id >= o.endpoints.size()) {
@@ -87,5 +90,6 @@ int main(int argc, char** argv) {
     o.store_curve = s;
   }
   spdlog::set_pattern("[%H:%M:%S.%e] [%l] %v");
+  spdlog::set_level(spdlog::level::from_str(log_level));
   return runtime::RunWorkerHost(o);
 }

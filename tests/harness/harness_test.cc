@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -164,6 +165,12 @@ TEST(HarnessSweep, NegativeControlOnRealProcesses) {
   ExpectSummaryShape(r);
   EXPECT_EQ(r.code, 1) << r.output;
   EXPECT_GT(r.summary.value("violations", 0), 0) << r.output;
+  // A failing real run keeps every process's log for diagnosis.
+  const std::filesystem::path logs = r.summary.value("logs", "");
+  ASSERT_FALSE(logs.empty()) << r.output;
+  EXPECT_TRUE(std::filesystem::exists(logs / "map0.0.log")) << logs;
+  std::error_code ec;
+  std::filesystem::remove_all(logs.parent_path(), ec);
 }
 
 }  // namespace
