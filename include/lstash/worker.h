@@ -86,6 +86,7 @@ enum class Breakage : unsigned char {
 LSTASH_EXPORT std::string_view ModeName(Mode mode);  // "lineage-stash", ...
 LSTASH_EXPORT std::string_view BreakageName(Breakage breakage);
 LSTASH_EXPORT std::optional<Mode> ParseMode(std::string_view name);
+LSTASH_EXPORT std::optional<Breakage> ParseBreakage(std::string_view name);  // the inverse of BreakageName
 
 struct RecoveryStats {
   WorkerId worker = 0;

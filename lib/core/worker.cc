@@ -36,6 +36,13 @@ std::optional<Mode> ParseMode(std::string_view name) {
   return std::nullopt;
 }
 
+std::optional<Breakage> ParseBreakage(std::string_view name) {
+  for (Breakage b : {Breakage::kNone, Breakage::kNoPiggyback, Breakage::kNoEventLog}) {
+    if (name == BreakageName(b)) return b;
+  }
+  return std::nullopt;
+}
+
 Result<std::unique_ptr<Worker>> Worker::Open(const WorkerOptions& options, Store* store) {
   if (store == nullptr) return InvalidArgument("Worker::Open: store is null");
   if (options.num_workers == 0 || options.num_workers > core::kMaxWorkers) {

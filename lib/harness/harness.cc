@@ -68,10 +68,10 @@ struct Protocol {
   Breakage breakage = Breakage::kNone;
 };
 
+// A mode, or a breakage of lineage-stash (a negative control).
 std::optional<Protocol> ParseProtocol(const std::string& name) {
-  if (name == "broken-no-piggyback") return Protocol{Mode::kLineageStash, Breakage::kNoPiggyback};
-  if (name == "broken-no-event-log") return Protocol{Mode::kLineageStash, Breakage::kNoEventLog};
   if (auto m = ParseMode(name)) return Protocol{*m, Breakage::kNone};
+  if (auto b = ParseBreakage(name); b && *b != Breakage::kNone) return Protocol{Mode::kLineageStash, *b};
   return std::nullopt;
 }
 

@@ -90,12 +90,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   o.mode = *m;
-  if (breakage == "broken-no-piggyback") o.breakage = Breakage::kNoPiggyback;
-  else if (breakage == "broken-no-event-log") o.breakage = Breakage::kNoEventLog;
-  else if (breakage != "none") {
+  auto b = ParseBreakage(breakage);
+  if (!b) {
     std::fprintf(stderr, "lstash-run: unknown --breakage %s\n", breakage.c_str());
     return 2;
   }
+  o.breakage = *b;
   o.store_sync = !no_sync;
 
   // Kills: spread over the run, targets in turn unless named.

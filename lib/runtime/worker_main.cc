@@ -49,12 +49,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   o.mode = *m;
-  if (breakage == "broken-no-piggyback") o.breakage = Breakage::kNoPiggyback;
-  else if (breakage == "broken-no-event-log") o.breakage = Breakage::kNoEventLog;
-  else if (breakage != "none") {
+  auto b = ParseBreakage(breakage);
+  if (!b) {
     std::fprintf(stderr, "lstash-worker: unknown --breakage %s\n", breakage.c_str());
     return 2;
   }
+  o.breakage = *b;
   o.lease_nanos = static_cast<std::int64_t>(lease_ms * 1e6);
   o.heartbeat_nanos = static_cast<std::int64_t>(heartbeat_ms * 1e6);
   o.store_deadline_nanos = static_cast<std::int64_t>(store_deadline_s * 1e9);

@@ -1549,6 +1549,12 @@ TEST_F(WorkerModeTest, ModeNamesRoundTrip) {
   }
   EXPECT_EQ(ModeName(Mode::kLineageStash), "lineage-stash");
   EXPECT_FALSE(ParseMode("bogus").has_value());
+  for (Breakage b : {Breakage::kNone, Breakage::kNoPiggyback, Breakage::kNoEventLog}) {
+    auto parsed = ParseBreakage(BreakageName(b));
+    ASSERT_TRUE(parsed.has_value()) << BreakageName(b);
+    EXPECT_EQ(*parsed, b);
+  }
+  EXPECT_FALSE(ParseBreakage("broken-everything").has_value());
 }
 
 TEST_F(WorkerModeTest, WriteFirstCommitsEachEntryBeforeReturning) {
