@@ -676,6 +676,27 @@ void WorkerImpl::Tick() {
     }
     last_request_sent_ = now;
   }
+  PollUnsettledEpochs(now);
+}
+
+void WorkerImpl::PollUnsettledEpochs(std::int64_t now) {
+  if (unsettled_.empty() || now - last_unsettled_poll_ < options_.resend_after_nanos) return;
+  last_unsettled_poll_ = now;
+  for (auto it = unsettled_.begin(); it != unsettled_.end();) {
+    const WorkerId w = *it;
+    auto epochs = store_->Epochs(w);
+    if (!epochs.ok() || epochs->empty()) {
+      ++it;  // only a hint; the next tick asks again
+      continue;
+    }
+    if (epochs->back().epoch > peers_[w].current()) {
+      LearnEpoch(w, epochs->back().epoch);  // superseded meanwhile: learn the newest, with the history
+    } else if (epochs->back().start != 0) {
+      LearnEpochStart(w, epochs->back().epoch, epochs->back().start);
+    }
+    const auto& known = peers_[w].epochs;
+    it = known.empty() || known.back().start != 0 ? unsettled_.erase(it) : std::next(it);
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -936,6 +957,7 @@ Result<Delivery> WorkerImpl::HandleTaskFrame(wire::DecodedFrame& f) {
   std::string why;
   auto consider = [&](WorkerId owner, Epoch epoch, LogIndex index, const char* what) {
     Validity v = judge(owner, epoch, index);
+    if (v == Validity::kUnknown && owner != options_.id) unsettled_.insert(owner);
     if (v > worst) {
       worst = v;
       why = std::string(what) + " " + std::to_string(owner) + ":" + std::to_string(index) + " of epoch " +

@@ -158,6 +158,7 @@ class WorkerImpl final : public Worker {
   Validity CheckLineage(WorkerId owner, Epoch epoch, LogIndex index) const;
   void LearnEpoch(WorkerId w, Epoch e);
   void LearnEpochStart(WorkerId w, Epoch e, LogIndex start);
+  void PollUnsettledEpochs(std::int64_t now);
 
   Result<Delivery> ReceiveImpl(std::string_view bytes, std::optional<WorkerId> authenticated_sender);
   Result<Delivery> HandleTask(wire::DecodedFrame& f);
@@ -236,6 +237,11 @@ class WorkerImpl final : public Worker {
   // Recovery.
   std::set<WorkerId> awaiting_;
   std::int64_t last_request_sent_ = 0;
+  // Peers whose newest incarnation had not fixed its start when we learned of
+  // it, and whose older lineage a deferred frame carries. The peer may never
+  // send to us (a ring), so Tick asks the store until the start is known.
+  std::set<WorkerId> unsettled_;
+  std::int64_t last_unsettled_poll_ = 0;
   std::map<LogIndex, Gathered> gathered_;
   std::vector<wire::DecodedFrame> held_frames_;  // task frames that arrived while gathering
   std::vector<EntryPtr> replay_log_;

@@ -1,9 +1,11 @@
 #include "runtime/launcher.h"
 
+#include "net/faulty_transport.h"
 #include "runtime/control.h"
 #include "runtime/process.h"
-#include "runtime/wordcount.h"
 #include "runtime/worker_host.h"
+#include "workloads/app.h"
+#include "workloads/wordcount.h"
 
 #include <lstash/curve.h>
 
@@ -77,7 +79,7 @@ struct WorkerSlot {
   std::int64_t restart_at = -1;  // pending restart
   int open_crash = -1;           // index into crashes_ while recovering from one
   nlohmann::json metrics;
-  std::optional<nlohmann::json> result;
+  std::optional<std::string> result;  // its final app snapshot, in hex
   std::string routing;           // control routing id of the current incarnation
   bool remote = false;           // started (and restarted) elsewhere; joins by saying hello
 };
@@ -129,8 +131,37 @@ class Launcher {
 
  private:
   // ---------------------------------------------------------------- setup
+  // The workload's settings, sized to run for about duration_s.
+  Status MakeAppConfig() {
+    const double tasks = std::max(1.0, o_.duration_s * o_.task_rate);  // per worker
+    const double interval_ms = 1000 / o_.task_rate;
+    if (o_.workload == "wordcount") {
+      n_workers_ = 1 + o_.mappers + o_.reducers;
+      app_config_ = {{"mappers", o_.mappers}, {"reducers", o_.reducers}, {"input", o_.input},
+                     {"rate", o_.rate},       {"duration_s", o_.duration_s}, {"max_batch", o_.max_batch}};
+    } else if (o_.workload == "counter" || o_.workload == "hashchain") {
+      n_workers_ = o_.workers;
+      const std::uint32_t tokens = 8;
+      app_config_ = {{"tokens", tokens},
+                     {"hops", static_cast<std::uint64_t>(std::max(1.0, tasks / tokens - 1))},
+                     {"task_interval_ms", interval_ms}};
+    } else if (o_.workload == "allreduce") {
+      n_workers_ = o_.workers;
+      app_config_ = {{"rounds", static_cast<std::uint64_t>(std::max(1.0, tasks / (2.0 * std::max(1u, o_.workers - 1))))},
+                     {"length", std::max<std::uint32_t>(256, o_.workers)},
+                     {"task_interval_ms", interval_ms}};
+    } else {
+      return InvalidArgument("unknown workload '" + o_.workload + "' (known: allreduce, counter, hashchain, wordcount)");
+    }
+    // Every worker's app must accept the settings: fail here, not in N processes.
+    for (WorkerId w = 0; w < n_workers_; ++w) {
+      LSTASH_RETURN_IF_ERROR(workloads::MakeApp(o_.workload, {w, n_workers_, app_config_}).status());
+    }
+    return Status::OK();
+  }
+
   Status Prepare() {
-    if (o_.input.empty()) {
+    if (o_.workload == "wordcount" && o_.input.empty()) {
       std::vector<std::string> files;
       std::error_code ec;
       for (const auto& e : fs::directory_iterator("/usr/share/common-licenses", ec)) {
@@ -140,9 +171,8 @@ class Launcher {
       if (files.empty()) return InvalidArgument("no input: /usr/share/common-licenses is empty; pass --input FILE...");
       o_.input = files;
     }
-    app_config_ = {{"mappers", o_.mappers}, {"reducers", o_.reducers}, {"input", o_.input},
-                   {"rate", o_.rate},       {"duration_s", o_.duration_s}, {"max_batch", o_.max_batch}};
-    LSTASH_ASSIGN_OR_RETURN(input_, WordcountInput(app_config_));
+    LSTASH_RETURN_IF_ERROR(MakeAppConfig());
+    LSTASH_RETURN_IF_ERROR(net::ParseNetFaults(o_.net_faults).status().WithContext("--net-faults"));
     if (o_.bin_dir.empty()) o_.bin_dir = SelfDirectory();
     for (const char* tool : {"lstash-worker", "lstash-store"}) {
       if (!fs::exists(fs::path(o_.bin_dir) / tool)) {
@@ -157,14 +187,14 @@ class Launcher {
     }
     fs::create_directories(fs::path(o_.run_dir) / "logs");
 
-    const std::uint32_t n = 1 + o_.mappers + o_.reducers;
+    const std::uint32_t n = n_workers_;
     if (!o_.endpoints.empty() && o_.endpoints.size() != n) {
       return InvalidArgument(fmt::format("--endpoints lists {} endpoints but the job has {} workers", o_.endpoints.size(), n));
     }
     for (std::uint32_t w = 0; w < n; ++w) {
       WorkerSlot s;
       s.id = w;
-      s.name = w == 0 ? "source" : w <= o_.mappers ? fmt::format("map{}", w - 1) : fmt::format("reduce{}", w - 1 - o_.mappers);
+      s.name = workloads::WorkerName(o_.workload, app_config_, w);
       workers_.push_back(s);
       endpoints_.push_back(!o_.endpoints.empty()    ? o_.endpoints[w]
                            : o_.transport == "tcp" ? fmt::format("tcp://{}:{}", o_.host, o_.base_port + w)
@@ -205,9 +235,10 @@ class Launcher {
     }
     start_ = Mono();
     start_wall_ = Wall();
-    std::printf("lstash-run: %zu workers (source, %u mappers, %u reducers), %zu store server(s), %s; run dir %s\n",
-                workers_.size(), o_.mappers, o_.reducers, stores_.size(), std::string(ModeName(o_.mode)).c_str(),
-                o_.run_dir.c_str());
+    const std::string shape = o_.workload == "wordcount" ? fmt::format("wordcount: source, {} mappers, {} reducers", o_.mappers, o_.reducers)
+                                                         : fmt::format("{}: {}", o_.workload, app_config_.dump());
+    std::printf("lstash-run: %zu workers (%s), %zu store server(s), %s; run dir %s\n", workers_.size(), shape.c_str(),
+                stores_.size(), std::string(ModeName(o_.mode)).c_str(), o_.run_dir.c_str());
     for (auto& w : workers_) {
       if (w.remote) {
         LSTASH_RETURN_IF_ERROR(AnnounceRemote(w));
@@ -259,7 +290,7 @@ class Launcher {
   Status MakeKeys() {
     const std::string dir = (fs::path(o_.run_dir) / "keys").string();
     std::vector<std::string> names;
-    for (std::uint32_t w = 0; w < 1 + o_.mappers + o_.reducers; ++w) names.push_back(fmt::format("worker-{}", w));
+    for (std::uint32_t w = 0; w < n_workers_; ++w) names.push_back(fmt::format("worker-{}", w));
     for (std::uint32_t k = 0; k < o_.stores; ++k) names.push_back(fmt::format("store-{}", k));
     for (const auto& name : names) {
       LSTASH_ASSIGN_OR_RETURN(auto keys, GenerateCurveKeyPair());
@@ -303,7 +334,7 @@ class Launcher {
                                      "--endpoints", Join(endpoints_),
                                      "--store", Join(shard_endpoints_),
                                      "--coordinator", coordinator_,
-                                     "--app", "wordcount",
+                                     "--app", o_.workload,
                                      "--app-config", app_config_.dump(),
                                      "--mode", std::string(ModeName(o_.mode)),
                                      "--f", std::to_string(o_.max_forward),
@@ -313,6 +344,10 @@ class Launcher {
     if (o_.breakage != Breakage::kNone) argv.insert(argv.end(), {"--breakage", std::string(BreakageName(o_.breakage))});
     if (!keys_dir_.empty()) argv.insert(argv.end(), {"--keys", keys_dir_});
     if (o_.worker_log != "info") argv.insert(argv.end(), {"--log", o_.worker_log});
+    if (!o_.net_faults.empty()) {
+      argv.insert(argv.end(), {"--net-faults", o_.net_faults, "--net-fault-seed",
+                               std::to_string(o_.net_fault_seed * 1000003 + w.id * 1009 + w.incarnations)});
+    }
     return argv;
   }
 
@@ -446,6 +481,8 @@ class Launcher {
         report_.stash_bytes_peak = std::max<std::uint64_t>(report_.stash_bytes_peak, w->metrics.value("stash_bytes", 0ull));
         const auto& app = m["app"];
         if (app.contains("emitted")) emitted_ = app["emitted"].get<std::uint64_t>();
+        tasks_now_[w->id] = w->metrics.value("tasks_executed", 0ull);
+        net_faults_now_[w->id] = w->metrics.value("net_faults", 0ull);
         if (app.contains("latency")) {
           for (const auto& pair : app["latency"]) {
             const std::int64_t emitted_wall = pair[0], latency = pair[1];
@@ -472,7 +509,7 @@ class Launcher {
           w->open_crash = -1;
         }
       } else if (type == "result") {
-        w->result = m["result"];
+        w->result = m.value("snapshot", "");
       } else if (type == "fatal" || type == "fenced") {
         std::printf("*** %s (%s): %s\n", w->name.c_str(), type.c_str(), m.value("message", "").c_str());
       }
@@ -645,10 +682,15 @@ class Launcher {
       if (!w.up) down += " " + w.name + (w.remote && w.incarnations == 0 ? " not joined" : " down");
       else if (w.recovering) down += " " + w.name + " recovering";
     }
-    const std::string line =
-        fmt::format("[{:5.1f}s] {:7} lines/s | latency p50 {:7.2f} ms p99 {:8.2f} ms | stash {:6} entries | {:5} flushes/s{}",
-                    Secs(now), emitted_ - *last_emitted, PercentileMs(*latencies, 0.5), PercentileMs(*latencies, 0.99),
-                    stash, flushes - std::min(flushes, *last_flushes), down);
+    std::uint64_t tasks = 0;
+    for (const auto& [id, n] : tasks_now_) tasks += n;
+    const std::string rate = o_.workload == "wordcount" ? fmt::format("{:7} lines/s", emitted_ - *last_emitted)
+                                                        : fmt::format("{:7} tasks/s", tasks - std::min(tasks, last_tasks_));
+    last_tasks_ = tasks;
+    const std::string latency = o_.workload != "wordcount" ? "" : fmt::format(" | latency p50 {:7.2f} ms p99 {:8.2f} ms",
+                                                                     PercentileMs(*latencies, 0.5), PercentileMs(*latencies, 0.99));
+    const std::string line = fmt::format("[{:5.1f}s] {}{} | stash {:6} entries | {:5} flushes/s{}", Secs(now), rate, latency,
+                                         stash, flushes - std::min(flushes, *last_flushes), down);
     std::printf("%s\n", line.c_str());
     std::fflush(stdout);
     *last_emitted = emitted_;
@@ -658,9 +700,7 @@ class Launcher {
 
   bool Done() const {
     for (const auto& w : workers_) {
-      if (w.id == 0 || w.id > o_.mappers) {  // the source and the reducers report results
-        if (!w.result) return false;
-      }
+      if (!w.result) return false;
     }
     for (const auto& c : crashes_) {
       if (!c.recovered && c.how != "failed") return false;  // wait for every injected failure to recover
@@ -683,48 +723,52 @@ class Launcher {
       usleep(5000);  // reaping children
     }
 
-    std::uint64_t emitted = 0;
-    std::map<std::string, std::uint64_t> got;
-    bool have_all = workers_[0].result.has_value();
-    if (have_all) emitted = (*workers_[0].result).value("emitted", 0ull);
+    std::string missing;
     for (const auto& w : workers_) {
-      if (w.id <= o_.mappers) continue;
-      if (!w.result) {
-        have_all = false;
-        continue;
-      }
-      for (const auto& [word, n] : (*w.result)["counts"].items()) got[word] += n.get<std::uint64_t>();
+      if (!w.result) missing += " " + w.name;
     }
-    const auto expected = WordcountExpected(input_, emitted);
-    std::uint64_t differ = 0;
-    std::set<std::string> words;
-    for (const auto& [word, n] : expected) words.insert(word);
-    for (const auto& [word, n] : got) words.insert(word);
-    std::string first_diff;
-    for (const auto& word : words) {
-      const auto e = expected.count(word) ? expected.at(word) : 0;
-      const auto g = got.count(word) ? got.at(word) : 0;
-      if (e != g) {
-        if (differ++ == 0) first_diff = fmt::format(" (first: '{}' expected {} got {})", word, e, g);
+    const bool have_all = missing.empty();
+    if (have_all) {
+      // Rebuild every worker's final app from its snapshot and let the
+      // workload's checker judge them.
+      std::vector<std::unique_ptr<workloads::App>> apps;
+      std::vector<const workloads::App*> views;
+      for (const auto& w : workers_) {
+        auto app = workloads::MakeApp(o_.workload, {w.id, n_workers_, app_config_});
+        auto bytes = workloads::FromHex(*w.result);
+        Status s = !app.ok() ? app.status() : !bytes.ok() ? bytes.status() : (*app)->Restore(*bytes);
+        if (!s.ok()) {
+          report_.violations.push_back(w.name + "'s result: " + s.ToString());
+          continue;
+        }
+        views.push_back(app->get());
+        apps.push_back(std::move(*app));
       }
+      if (report_.violations.empty()) {
+        workloads::Verdict v = workloads::Check(o_.workload, app_config_, views);
+        report_.violations = std::move(v.violations);
+        report_.verdict = std::move(v.summary);
+      }
+    } else {
+      report_.violations.push_back("not every worker reported its result (missing:" + missing + ")");
     }
-    std::uint64_t words_total = 0;
-    for (const auto& [word, n] : expected) words_total += n;
-    const bool pass = have_all && differ == 0 && !failed_liveness_;
+    const bool pass = have_all && report_.violations.empty() && !failed_liveness_;
     report_.completed = have_all && !failed_liveness_;
-    report_.counts_match = have_all && differ == 0;
-    report_.emitted = emitted;
-    report_.words_differ = differ;
-    report_.first_difference = first_diff;
+    report_.results_correct = have_all && report_.violations.empty();
     report_.latency_p50_ms = PercentileMs(all_latencies_, 0.5);
     report_.latency_p99_ms = PercentileMs(all_latencies_, 0.99);
     report_.zombies_fenced = zombies_fenced_;
+    for (const auto& [id, n] : net_faults_now_) report_.net_faults_injected += n;
 
     const double run_s = Secs(Mono());
     report_.run_s = run_s;
-    std::printf("\ndone in %.1f s: the source emitted %llu lines; end-to-end latency p50 %.2f ms, p99 %.2f ms\n", run_s,
-                static_cast<unsigned long long>(emitted), PercentileMs(all_latencies_, 0.5),
-                PercentileMs(all_latencies_, 0.99));
+    if (o_.workload == "wordcount") {
+      std::printf("\ndone in %.1f s: the source emitted %llu lines; end-to-end latency p50 %.2f ms, p99 %.2f ms\n", run_s,
+                  static_cast<unsigned long long>(emitted_), PercentileMs(all_latencies_, 0.5),
+                  PercentileMs(all_latencies_, 0.99));
+    } else {
+      std::printf("\ndone in %.1f s\n", run_s);
+    }
     nlohmann::json crashes = nlohmann::json::array();
     for (const auto& c : crashes_) {
       std::vector<std::int64_t> during;
@@ -735,13 +779,14 @@ class Launcher {
       const double restart_ms = c.restarted_at ? static_cast<double>(c.restarted_at - c.fault_at) / kMs : -1;
       const double recovered_ms = c.recovered ? static_cast<double>(c.recovered_at - c.fault_at) / kMs : -1;
       const bool injected = c.how != "failed";  // else its times count from its detection
+      const std::string meanwhile = during.empty() ? "" : fmt::format("; latency meanwhile p50 {:.2f} ms, p99 {:.2f} ms",
+                                                                      PercentileMs(during, 0.5), PercentileMs(during, 0.99));
       std::printf("%s %s: detected %s (%s), new incarnation up after %.1f ms, recovered after %.1f ms "
-                  "(recovery itself %.1f ms, %llu tasks replayed); latency meanwhile p50 %.2f ms, p99 %.2f ms\n",
+                  "(recovery itself %.1f ms, %llu tasks replayed)%s\n",
                   c.how.c_str(), c.target.c_str(),
                   injected ? fmt::format("after {:.1f} ms", detect_ms).c_str() : "at an unknown time after it failed",
-                  c.detected_by.c_str(), restart_ms, recovered_ms,
-                  c.recovery_ms, static_cast<unsigned long long>(c.replayed), PercentileMs(during, 0.5),
-                  PercentileMs(during, 0.99));
+                  c.detected_by.c_str(), restart_ms, recovered_ms, c.recovery_ms,
+                  static_cast<unsigned long long>(c.replayed), meanwhile.c_str());
       report_.crashes.push_back(CrashReport{c.target, c.how, c.detected_by, detect_ms, restart_ms, recovered_ms,
                                             c.recovery_ms, c.gather_ms, c.replayed, PercentileMs(during, 0.5),
                                             PercentileMs(during, 0.99)});
@@ -760,23 +805,17 @@ class Launcher {
     }
     if (zombies_fenced_) std::printf("%d replaced incarnation(s) exited fenced\n", zombies_fenced_);
     if (pass) {
-      std::printf("PASS: the reducers' counts equal a direct count of the %llu emitted lines (%llu words, %zu distinct, 0 differ)\n",
-                  static_cast<unsigned long long>(emitted), static_cast<unsigned long long>(words_total), expected.size());
-    } else if (!have_all) {
-      std::string missing;
-      for (const auto& w : workers_) {
-        if ((w.id == 0 || w.id > o_.mappers) && !w.result) missing += " " + w.name;
-      }
-      std::printf("FAIL: not every worker reported its result (missing:%s)\n", missing.c_str());
+      std::printf("PASS: %s\n", report_.verdict.c_str());
     } else {
-      std::printf("FAIL: %llu of %zu words differ from a direct count of the %llu emitted lines%s\n",
-                  static_cast<unsigned long long>(differ), words.size(), static_cast<unsigned long long>(emitted),
-                  first_diff.c_str());
+      std::printf("FAIL: %s\n", report_.verdict.empty() ? "the job's result could not be checked" : report_.verdict.c_str());
+      for (const auto& v : report_.violations) std::printf("  %s\n", v.c_str());
     }
     if (o_.json) {
       nlohmann::json j{{"result", pass ? "PASS" : "FAIL"},
-                       {"emitted", emitted},
-                       {"words_differ", differ},
+                       {"workload", o_.workload},
+                       {"emitted", emitted_},
+                       {"verdict", report_.verdict},
+                       {"violations", report_.violations},
                        {"run_s", run_s},
                        {"latency_p50_ms", PercentileMs(all_latencies_, 0.5)},
                        {"latency_p99_ms", PercentileMs(all_latencies_, 0.99)},
@@ -809,7 +848,6 @@ class Launcher {
   zmq::context_t ctx_;
   zmq::socket_t control_;
   nlohmann::json app_config_;
-  std::vector<std::string> input_;
   std::vector<WorkerSlot> workers_;
   std::vector<StoreSlot> stores_;
   std::vector<std::string> endpoints_, shard_endpoints_;
@@ -819,6 +857,10 @@ class Launcher {
   bool failed_liveness_ = false;
   std::int64_t start_ = 0, start_wall_ = 0;
   std::uint64_t emitted_ = 0;
+  std::uint32_t n_workers_ = 0;
+  std::map<WorkerId, std::uint64_t> tasks_now_;  // tasks_executed, by worker, from the last heartbeat
+  std::uint64_t last_tasks_ = 0;
+  std::map<WorkerId, std::uint64_t> net_faults_now_;
   std::vector<Crash> crashes_;
   std::set<std::size_t> fault_done_;
   std::vector<std::pair<std::int64_t, pid_t>> resumes_;

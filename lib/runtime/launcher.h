@@ -26,7 +26,12 @@ struct FaultSpec {
 };
 
 struct RunOptions {
-  // The job.
+  // The job: a workload of lib/workloads. wordcount has a source, mappers
+  // and reducers; the others have `workers` peers, each running about
+  // task_rate tasks per second for duration_s.
+  std::string workload = "wordcount";
+  std::uint32_t workers = 5;
+  double task_rate = 500;
   std::uint32_t mappers = 2;
   std::uint32_t reducers = 2;
   std::vector<std::string> input;  // default: /usr/share/common-licenses/*
@@ -55,6 +60,8 @@ struct RunOptions {
   bool curve = false;               // generate keys and authenticate + encrypt every socket
   bool store_sync = true;
   double store_write_delay_ms = 0;  // a slow store: added before each write
+  std::string net_faults;           // every worker's sent frames: "loss:2,dup:5,reorder:10,delay:5ms"
+  std::uint64_t net_fault_seed = 1; // each incarnation of each worker draws from its own seed derived from this
   std::string bin_dir;              // where lstash-worker and lstash-store are (default: next to lstash-run)
   // Across machines (docs/operations.md). Each overrides what lstash-run
   // would otherwise choose or start itself.
@@ -86,13 +93,13 @@ struct JobReport {
   int exit_code = 2;        // 0 PASS, 1 FAIL, 2 usage or setup error, 130 interrupted
   std::string error;        // why, when exit_code is 2
   bool completed = false;   // every result arrived and every injected failure recovered in time
-  bool counts_match = false;
-  std::uint64_t emitted = 0;
-  std::uint64_t words_differ = 0;
-  std::string first_difference;
+  bool results_correct = false;         // the workload's checker found nothing wrong
+  std::vector<std::string> violations;  // what it found (or why it could not check)
+  std::string verdict;                  // one line: what was checked
   double run_s = 0;
   double latency_p50_ms = 0, latency_p99_ms = 0;
   std::uint64_t stash_bytes_peak = 0;  // the most any one worker reported holding
+  std::uint64_t net_faults_injected = 0;  // frames lost, duplicated, reordered or delayed, as last reported
   int zombies_fenced = 0;
   std::vector<CrashReport> crashes;
 };

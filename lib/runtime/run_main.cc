@@ -24,7 +24,8 @@ std::vector<std::string> Split(const std::string& s) {
 int main(int argc, char** argv) {
   using namespace lstash;
   using runtime::FaultSpec;
-  CLI::App cli{"lstash-run: run a streaming wordcount job as separate processes, kill parts of it, check the result"};
+  CLI::App cli{"lstash-run: run a job (by default the streaming wordcount) as separate processes, kill parts of it, "
+               "check the result"};
   runtime::RunOptions o;
   std::string mode = "lineage-stash", breakage = "none";
   std::vector<std::string> kill_targets;
@@ -33,6 +34,10 @@ int main(int argc, char** argv) {
   bool during_recovery = false, no_sync = false;
   std::string pause_target;
 
+  cli.add_option("--workload", o.workload, "wordcount | counter | hashchain | allreduce")
+      ->check(CLI::IsMember({"wordcount", "counter", "hashchain", "allreduce"}));
+  cli.add_option("--workers", o.workers, "worker processes (all but wordcount)")->check(CLI::Range(2, 64));
+  cli.add_option("--task-rate", o.task_rate, "tasks per second per worker (all but wordcount)")->check(CLI::Range(1.0, 100000.0));
   cli.add_option("--mappers", o.mappers, "mapper processes")->check(CLI::Range(1, 64));
   cli.add_option("--reducers", o.reducers, "reducer processes")->check(CLI::Range(1, 64));
   cli.add_option("--input", o.input, "text files to count (default: /usr/share/common-licenses/*)");
@@ -67,6 +72,9 @@ int main(int argc, char** argv) {
   cli.add_flag("--no-sync", no_sync, "store servers acknowledge writes before syncing them");
   cli.add_option("--store-delay-ms", o.store_write_delay_ms, "store servers wait this long before each write (a slow store)")
       ->check(CLI::Range(0.0, 10000.0));
+  cli.add_option("--net-faults", o.net_faults, "lose, duplicate, reorder or delay the frames workers send, "
+                                              "e.g. loss:2,dup:5,reorder:10,delay:5ms (percent; testing)");
+  cli.add_option("--net-fault-seed", o.net_fault_seed, "seed of the injected network faults");
   cli.add_option("--bin-dir", o.bin_dir, "directory of lstash-worker and lstash-store (default: next to lstash-run)");
   cli.add_option("--endpoints", o.endpoints, "every worker's transport endpoint, comma-separated, in id order "
                                             "(default: from --transport, --host, --base-port)")->delimiter(',');
@@ -100,7 +108,10 @@ int main(int argc, char** argv) {
 
   // Kills: spread over the run, targets in turn unless named.
   std::vector<std::string> rota;
-  for (std::uint32_t i = 0; i < std::max(o.mappers, o.reducers); ++i) {
+  if (o.workload != "wordcount") {
+    for (std::uint32_t i = 1; i < o.workers; ++i) rota.push_back("w" + std::to_string(i));
+  }
+  for (std::uint32_t i = 0; o.workload == "wordcount" && i < std::max(o.mappers, o.reducers); ++i) {
     if (i < o.mappers) rota.push_back("map" + std::to_string(i));
     if (i < o.reducers) rota.push_back("reduce" + std::to_string(i));
   }

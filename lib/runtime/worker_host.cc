@@ -1,7 +1,8 @@
 #include "runtime/worker_host.h"
 
-#include "runtime/app.h"
+#include "net/faulty_transport.h"
 #include "runtime/control.h"
+#include "workloads/app.h"
 
 #include <lstash/remote_store.h>
 #include <lstash/transport.h>
@@ -174,8 +175,7 @@ class Host {
     wo.listener = &listener_;
     LSTASH_ASSIGN_OR_RETURN(worker_, Worker::Open(wo, store_.get()));
 
-    AppContext ctx{o_.id, wo.num_workers, o_.app_config};
-    LSTASH_ASSIGN_OR_RETURN(app_, MakeApp(o_.app, ctx));
+    LSTASH_ASSIGN_OR_RETURN(app_, workloads::MakeApp(o_.app, {o_.id, wo.num_workers, o_.app_config}));
     if (auto snapshot = worker_->TakeRestoredSnapshot()) LSTASH_RETURN_IF_ERROR(app_->Restore(*snapshot));
 
     TransportOptions to;
@@ -183,6 +183,9 @@ class Host {
     to.endpoints = o_.endpoints;
     to.curve = o_.transport_curve;
     LSTASH_ASSIGN_OR_RETURN(transport_, Transport::Open(to));
+    LSTASH_ASSIGN_OR_RETURN(net::NetFaults faults, net::ParseNetFaults(o_.net_faults));
+    faults.seed = o_.net_fault_seed;
+    transport_ = net::WrapWithFaults(std::move(transport_), faults);
 
     if (!o_.coordinator.empty()) {
       control_ = std::make_unique<ControlChannel>();
@@ -218,6 +221,7 @@ class Host {
   void Heartbeat() {
     Metrics m = worker_->GetMetrics();
     TransportMetrics t = transport_->GetMetrics();
+    const net::NetFaultCounts nf = net::GetNetFaultCounts(*transport_);
     nlohmann::json stats;
     app_->TakeStats(&stats);
     nlohmann::json beat{{"type", "heartbeat"},
@@ -233,7 +237,10 @@ class Host {
               {"frames_corrupt", m.frames_corrupt},
               {"frames_stale", m.frames_stale},
               {"outbox_messages", m.outbox_messages},
-              {"transport_rejected", t.rejected}}},
+              {"transport_rejected", t.rejected},
+              {"frames_resent", m.frames_resent},
+              {"duplicates_dropped", m.duplicates_dropped},
+              {"net_faults", nf.dropped + nf.duplicated + nf.reordered + nf.delayed}}},
             {"app", std::move(stats)}};
     if (!control_) return;
     control_->Send(Encode(beat));
@@ -285,7 +292,7 @@ class Host {
                 {"status", r.status.ToString()}});
       }
       if (!result_sent && !worker_->recovering() && app_->Finished()) {
-        if (auto result = app_->Result()) Report({{"type", "result"}, {"result", std::move(*result)}});
+        Report({{"type", "result"}, {"snapshot", workloads::ToHex(app_->Snapshot())}});
         result_sent = true;
       }
       if (now >= next_heartbeat) {
@@ -322,7 +329,7 @@ class Host {
   HostListener listener_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<Worker> worker_;
-  std::unique_ptr<App> app_;
+  std::unique_ptr<workloads::App> app_;
   std::unique_ptr<Transport> transport_;
   std::unique_ptr<ControlChannel> control_;
 };

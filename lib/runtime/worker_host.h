@@ -33,6 +33,8 @@ struct HostOptions {
   std::int64_t store_deadline_nanos = 10'000'000'000;
   std::optional<CurveSecurity> transport_curve;  // server_keys[w]: worker w's key
   std::optional<CurveSecurity> store_curve;      // server_keys[k]: store shard k's key
+  std::string net_faults;                        // faults on frames this worker sends (net/faulty_transport.h)
+  std::uint64_t net_fault_seed = 1;
 };
 
 // Exit codes of a worker process.

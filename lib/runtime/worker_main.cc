@@ -29,6 +29,9 @@ int main(int argc, char** argv) {
   cli.add_option("--heartbeat-ms", heartbeat_ms, "heartbeat period");
   cli.add_option("--store-deadline-s", store_deadline_s, "give up on an unreachable store after this long");
   cli.add_option("--keys", keys, "CURVE key directory (worker-N, store-K key pairs); enables CURVE");
+  cli.add_option("--net-faults", o.net_faults, "inject faults on the frames this worker sends, e.g. "
+                                              "loss:2,dup:5,reorder:10,delay:5ms (testing)");
+  cli.add_option("--net-fault-seed", o.net_fault_seed, "seed of the injected network faults");
   std::string log_level = "info";
   cli.add_option("--log", log_level, "log level (debug: recovery steps, peers, stale frames)")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));

@@ -1,6 +1,6 @@
 #include "sim/sim.h"
 
-#include "sim/workloads.h"
+#include "workloads/app.h"
 #include "wire/format.h"
 
 #include <lstash/store.h>
@@ -24,6 +24,19 @@ std::uint64_t Mix64(std::uint64_t x) {
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
   return x ^ (x >> 31);
+}
+
+// The workload's settings for a simulated run: small, so that a run takes
+// milliseconds.
+nlohmann::json AppConfig(const SimConfig& c) {
+  if (c.workload == "wordcount") {
+    const std::uint32_t mappers = std::max<std::uint32_t>(1, (c.workers - 1) / 2);
+    return {{"mappers", mappers},   {"reducers", c.workers - 1 - mappers},
+            {"generated_lines", 97}, {"rate", 100.0 * c.tokens * c.hops},
+            {"duration_s", 0.2},    {"max_batch", 7}};
+  }
+  if (c.workload == "allreduce") return {{"rounds", c.hops}, {"length", std::max<std::uint32_t>(16, c.workers)}};
+  return {{"tokens", c.tokens}, {"hops", c.hops}, {"large_percent", c.large_percent}};
 }
 
 class SimClock final : public Clock {
@@ -74,6 +87,43 @@ class FaultyStore final : public StoreWrapper {
   std::uint32_t percent_;
 };
 
+struct SimCrash {};
+
+// What the app sees of its Worker: the real one, except that the simulator
+// may kill the worker right after a Submit, in the middle of a task.
+class CrashingWorker final : public Worker {
+ public:
+  CrashingWorker(Worker* inner, int crash_after_submits) : inner_(inner), crash_after_(crash_after_submits) {}
+  Result<TaskId> Submit(WorkerId dest, std::string_view payload) override {
+    auto id = inner_->Submit(dest, payload);
+    if (crash_after_ >= 0 && submits_++ == crash_after_) throw SimCrash{};
+    return id;
+  }
+  Result<Delivery> Receive(std::string_view f) override { return inner_->Receive(f); }
+  Result<Delivery> ReceiveFrom(WorkerId s, std::string_view f) override { return inner_->ReceiveFrom(s, f); }
+  Result<std::optional<Task>> NextTask() override { return inner_->NextTask(); }
+  Result<std::uint64_t> Random() override { return inner_->Random(); }
+  Result<std::int64_t> Now() override { return inner_->Now(); }
+  Result<std::string> Choose(const std::function<std::string()>& p) override { return inner_->Choose(p); }
+  std::vector<Frame> TakeFrames() override { return inner_->TakeFrames(); }
+  void Tick() override { inner_->Tick(); }
+  Status Checkpoint(std::string snapshot) override { return inner_->Checkpoint(std::move(snapshot)); }
+  std::optional<std::string> TakeRestoredSnapshot() override { return inner_->TakeRestoredSnapshot(); }
+  void PeerDown(WorkerId peer) override { inner_->PeerDown(peer); }
+  Result<std::size_t> Flush() override { return inner_->Flush(); }
+  Status Sync(std::int64_t timeout_nanos) override { return inner_->Sync(timeout_nanos); }
+  bool recovering() const override { return inner_->recovering(); }
+  WorkerId id() const override { return inner_->id(); }
+  Epoch epoch() const override { return inner_->epoch(); }
+  Status health() const override { return inner_->health(); }
+  Metrics GetMetrics() const override { return inner_->GetMetrics(); }
+
+ private:
+  Worker* inner_;
+  int crash_after_;
+  int submits_ = 0;
+};
+
 class Simulation {
  public:
   explicit Simulation(const SimConfig& c) : c_(c), rng_(Mix64(c.seed)), nodes_(c.workers) {
@@ -105,7 +155,7 @@ class Simulation {
 
   struct Node {
     std::unique_ptr<Worker> worker;
-    std::unique_ptr<App> app;
+    std::unique_ptr<workloads::App> app;
     SimListener listener;
     bool up = false;
     std::int64_t started_at = 0;
@@ -169,8 +219,7 @@ Status Simulation::Start(WorkerId w) {
   auto worker = Worker::Open(o, faulty_.get());
   if (!worker.ok()) return worker.status().WithContext("opening worker " + std::to_string(w));
   n.worker = std::move(*worker);
-  AppParams p{c_.workers, c_.tokens, c_.hops, c_.large_percent};
-  n.app = c_.workload == "hashchain" ? MakeChainApp(w, p) : MakeCounterApp(w, p);
+  LSTASH_ASSIGN_OR_RETURN(n.app, workloads::MakeApp(c_.workload, {w, c_.workers, AppConfig(c_)}));
   if (auto snapshot = n.worker->TakeRestoredSnapshot()) LSTASH_RETURN_IF_ERROR(n.app->Restore(*snapshot));
   spdlog::debug("sim: step {} start w{} epoch {}", result_.steps, w, n.worker->epoch());
   n.up = true;
@@ -229,6 +278,14 @@ void Simulation::Deliver() {
   std::size_t pick = ch.size() > 1 && Chance(2) ? Rand(ch.size()) : 0;
   std::string frame = std::move(ch[pick]);
   ch.erase(ch.begin() + static_cast<std::ptrdiff_t>(pick));
+  if (c_.loss_percent && Chance(c_.loss_percent)) {
+    ++result_.frames_lost;
+    return;
+  }
+  if (c_.dup_percent && Chance(c_.dup_percent)) {  // the copy arrives later, maybe after newer frames
+    ++result_.frames_duplicated;
+    ch.insert(ch.begin() + static_cast<std::ptrdiff_t>(Rand(ch.size() + 1)), frame);
+  }
   if (!nodes_[to].up) return;
   ++result_.frames_delivered;
   auto r = nodes_[to].worker->Receive(frame);
@@ -254,13 +311,10 @@ bool Simulation::RunTask(WorkerId w, bool allow_crash) {
   }
   // Sometimes die in the middle of the task, after its k-th submit.
   int crash_after = allow_crash && Chance(3) ? static_cast<int>(Rand(3)) : -1;
-  int submits = 0;
-  SubmitHook hook = [&] {
-    if (crash_after >= 0 && submits++ == crash_after) throw SimCrash{};
-  };
+  CrashingWorker worker(n.worker.get(), crash_after);
   Status s;
   try {
-    s = n.app->Execute(*n.worker, **t, hook);
+    s = n.app->Execute(worker, **t);
   } catch (const SimCrash&) {
     --crashes_left_;
     Crash(w);
@@ -479,7 +533,7 @@ SimResult Simulation::Run() {
               std::to_string(InFlight()) + " frames in flight" + top + "):" + state);
     return result_;
   }
-  std::vector<const App*> apps;
+  std::vector<const workloads::App*> apps;
   for (WorkerId w = 0; w < c_.workers; ++w) {
     Status h = nodes_[w].worker->health();
     if (!h.ok()) Violation("worker " + std::to_string(w) + " unhealthy: " + h.ToString());
@@ -488,7 +542,10 @@ SimResult Simulation::Run() {
     result_.stash_bytes_peak = std::max<std::uint64_t>(result_.stash_bytes_peak, m.stash_bytes_peak);
     apps.push_back(nodes_[w].app.get());
   }
-  auto v = c_.workload == "hashchain" ? CheckChain(apps) : CheckCounter(apps);
+  for (WorkerId w = 0; w < c_.workers; ++w) {
+    if (!nodes_[w].app->Finished()) Violation("worker " + std::to_string(w) + " quiesced without finishing its part");
+  }
+  auto v = workloads::Check(c_.workload, AppConfig(c_), apps).violations;
   result_.violations.insert(result_.violations.end(), v.begin(), v.end());
   return result_;
 }
@@ -498,7 +555,9 @@ SimResult Simulation::Run() {
 std::string SimConfig::ReplayCommand() const {
   std::ostringstream s;
   s << "build/bin/lstash-harness --sim --workload " << workload << " --seed " << seed << " --workers " << workers
-    << " --f " << f << " --faults kill:" << crashes << ",store-loss:" << store_fault_percent << " --protocol "
+    << " --f " << f << " --faults kill:" << crashes << ",store-loss:" << store_fault_percent
+    << (dup_percent ? ",dup:" + std::to_string(dup_percent) : "") << (loss_percent ? ",loss:" + std::to_string(loss_percent) : "")
+    << " --protocol "
     << (breakage != Breakage::kNone ? BreakageName(breakage) : ModeName(mode));
   return s.str();
 }
@@ -508,7 +567,7 @@ SimConfig ConfigFromSeed(const std::string& workload, std::uint64_t seed) {
   SimConfig c;
   c.workload = workload;
   c.seed = seed;
-  c.workers = 2 + static_cast<std::uint32_t>(r() % 15);
+  c.workers = (workload == "wordcount" ? 3 : 2) + static_cast<std::uint32_t>(r() % 15);
   c.f = 1 + static_cast<std::uint32_t>(r() % std::min<std::uint32_t>(3, c.workers - 1));
   c.crashes = 1 + static_cast<std::uint32_t>(r() % 6);
   c.tokens = 2 + static_cast<std::uint32_t>(r() % 7);

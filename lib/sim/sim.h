@@ -6,11 +6,8 @@
 // clock is virtual, and every random choice comes from the seed, so a run is
 // a pure function of its SimConfig: a failing seed replays exactly.
 //
-// Workloads (see workloads.h):
-//   counter    workers pass increments around; each must be applied once.
-//   hashchain  order-sensitive actors, state = H(state, input) in arrival
-//              order, new states sent downstream; no observed state may lie
-//              off its actor's final chain (a fork is an orphan).
+// Workloads: every one of lib/workloads (wordcount, counter, hashchain,
+// allreduce), judged by its own checker once the job quiesces.
 #pragma once
 
 #include <lstash/worker.h>
@@ -22,16 +19,18 @@
 namespace lstash::sim {
 
 struct SimConfig {
-  std::string workload = "counter";  // counter | hashchain
+  std::string workload = "counter";  // a name from workloads::WorkloadNames()
   std::uint64_t seed = 1;
   std::uint32_t workers = 4;
   std::uint32_t f = 1;               // max_forward, and failures allowed at once
   std::uint32_t crashes = 3;         // crash events to inject (each may kill several workers)
-  std::uint32_t tokens = 8;          // inputs each worker's start task injects
-  std::uint32_t hops = 4;            // how far each input travels
+  std::uint32_t tokens = 8;          // inputs each worker's start task injects (wordcount: scales the lines)
+  std::uint32_t hops = 4;            // how far each input travels (allreduce: rounds)
   std::uint32_t checkpoint_every = 0;  // tasks between checkpoints; 0 = never
   std::uint32_t large_percent = 10;  // % of messages with a payload over the inline limit
   std::uint32_t store_fault_percent = 5;  // % of store appends that lose the request or the response
+  std::uint32_t dup_percent = 0;     // % of frame deliveries that leave a copy behind, delivered again later
+  std::uint32_t loss_percent = 0;    // % of frames lost in transit (their senders resend)
   bool rocksdb = false;              // RocksDB store in a temp dir instead of the memory store
   Mode mode = Mode::kLineageStash;
   Breakage breakage = Breakage::kNone;
@@ -54,6 +53,8 @@ struct SimResult {
   std::uint64_t tasks_executed = 0;
   std::uint64_t tasks_replayed = 0;
   std::uint64_t frames_delivered = 0;
+  std::uint64_t frames_duplicated = 0;  // by the network (dup_percent)
+  std::uint64_t frames_lost = 0;        // by the network (loss_percent)
   std::uint64_t piggybacked_entries = 0;
   std::uint64_t stash_bytes_peak = 0;
   std::vector<double> recovery_ms;      // virtual time from restart to replay done

@@ -88,8 +88,14 @@ TEST(HarnessFaults, EachRunnerRefusesWhatItCannotInjectYet) {
   EXPECT_EQ(Validate(o).code(), Code::kInvalidArgument);
   o.faults = {{"kill", "2"}, {"store-loss", "10"}};
   EXPECT_TRUE(Validate(o).ok());
+  o.faults = {{"dup", "10"}, {"loss", "5"}, {"reorder", ""}, {"delay", "2ms"}};
+  EXPECT_TRUE(Validate(o).ok());
   o.workload = "wordcount";
-  EXPECT_EQ(Validate(o).code(), Code::kInvalidArgument) << "no wordcount in the simulator yet";
+  EXPECT_TRUE(Validate(o).ok());
+  o.workers = 2;
+  o.workers_given = true;
+  EXPECT_EQ(Validate(o).code(), Code::kInvalidArgument) << "wordcount needs a source, a mapper and a reducer";
+  o.workers = 5;
   o.sim = false;
   o.faults = {{"kill-at-once", "2"}};
   o.f = 1;
@@ -111,13 +117,19 @@ TEST(HarnessCommand, BadUsageExitsTwoWithOneLine) {
 
 TEST(HarnessSweep, SimulatorWorkloadsStayCorrect) {
   const std::uint64_t first = FirstSeed();
-  for (const char* workload : {"counter", "hashchain"}) {
-    for (std::uint64_t seed = first; seed < first + 5; ++seed) {
+  for (const char* workload : {"counter", "hashchain", "wordcount", "allreduce"}) {
+    for (std::uint64_t seed = first; seed < first + 3; ++seed) {
       HarnessRun r = RunHarness({"--sim", "--workload", workload, "--seed", std::to_string(seed)});
       SCOPED_TRACE(std::string(workload) + " seed " + std::to_string(seed));
       ExpectClean(r);
       EXPECT_EQ(r.summary.value("recoveries", 0u), r.summary["recovery_ms"].size());
     }
+    // The network duplicating and losing frames as well.
+    HarnessRun r = RunHarness({"--sim", "--workload", workload, "--seed", std::to_string(first), "--faults",
+                               "kill:3,dup:10,loss:5"});
+    SCOPED_TRACE(std::string(workload) + " with dup and loss");
+    ExpectClean(r);
+    EXPECT_GT(r.summary.value("faults_injected", 0), 3) << r.output;
   }
 }
 
@@ -158,6 +170,24 @@ TEST(HarnessSweep, WordcountOnRealProcessesTwoAtOnceAndAStoreRestart) {
   EXPECT_EQ(r.summary.value("recoveries", 0), 2) << r.output;
 }
 
+// The other workloads as processes, each under a different mix, with the
+// transport losing, duplicating, reordering and delaying frames.
+TEST(HarnessSweep, TokenAndAllreduceWorkloadsOnRealProcesses) {
+  const std::uint64_t seed = FirstSeed();
+  const std::vector<std::vector<std::string>> runs = {
+      {"--workload", "counter", "--workers", "4", "--faults", "kill:1,dup,loss"},
+      {"--workload", "hashchain", "--workers", "4", "--faults", "kill:1,kill-during-recovery,reorder,delay:2ms"},
+      {"--workload", "allreduce", "--workers", "4", "--f", "2", "--faults", "kill-at-once:2,loss:3"}};
+  for (auto args : runs) {
+    SCOPED_TRACE(args[1]);
+    args.insert(args.end(), {"--seed", std::to_string(seed), "--duration", "3"});
+    HarnessRun r = RunHarness(args);
+    ExpectClean(r);
+    EXPECT_GE(r.summary.value("recoveries", 0), 1) << r.output;
+    EXPECT_GT(r.summary.value("faults_injected", 0), 2) << "the transport faults are counted too: " << r.output;
+  }
+}
+
 TEST(HarnessSweep, NegativeControlOnRealProcesses) {
   // Mode none cannot recover a killed worker's state: not a clean run.
   HarnessRun r = RunHarness({"--workload", "wordcount", "--seed", std::to_string(FirstSeed()), "--duration", "4",
@@ -171,6 +201,15 @@ TEST(HarnessSweep, NegativeControlOnRealProcesses) {
   EXPECT_TRUE(std::filesystem::exists(logs / "map0.0.log")) << logs;
   std::error_code ec;
   std::filesystem::remove_all(logs.parent_path(), ec);
+
+  // Without event logging, a replayed counter worker draws other values than
+  // its first incarnation sent on: the checker (or liveness) must say so.
+  r = RunHarness({"--workload", "counter", "--workers", "4", "--seed", std::to_string(FirstSeed()), "--duration", "3",
+                  "--faults", "kill:2", "--protocol", "broken-no-event-log"});
+  ExpectSummaryShape(r);
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_GT(r.summary.value("violations", 0), 0) << r.output;
+  std::filesystem::remove_all(std::filesystem::path(r.summary.value("logs", "")).parent_path(), ec);
 }
 
 }  // namespace

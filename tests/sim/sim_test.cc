@@ -1,7 +1,7 @@
 // Seed sweeps of the deterministic simulator: the protocol must survive
 // every crash schedule, and must be caught when deliberately broken.
 //
-// LSTASH_SIM_SEEDS=N scales the number of seeds per workload (default 1000),
+// LSTASH_SIM_SEEDS=N scales the number of seeds per workload (default 500),
 // LSTASH_SIM_FIRST_SEED=S moves the sweep; a failure prints the one-line
 // command that replays it.
 #include "sim/sim.h"
@@ -22,9 +22,9 @@ std::uint64_t EnvOr(const char* name, std::uint64_t fallback) {
   return env ? std::strtoull(env, nullptr, 10) : fallback;
 }
 
-// LSTASH_SIM_SEEDS: seeds per workload (default 1000); LSTASH_SIM_FIRST_SEED:
+// LSTASH_SIM_SEEDS: seeds per workload (default 500); LSTASH_SIM_FIRST_SEED:
 // where the sweep starts (default 1).
-std::uint64_t SeedsPerWorkload() { return EnvOr("LSTASH_SIM_SEEDS", 1000); }
+std::uint64_t SeedsPerWorkload() { return EnvOr("LSTASH_SIM_SEEDS", 500); }
 std::uint64_t FirstSeed() { return EnvOr("LSTASH_SIM_FIRST_SEED", 1); }
 
 struct SweepTotals {
@@ -84,7 +84,8 @@ TEST_P(SimSweep, NoViolations) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Seeds, SimSweep,
-                         ::testing::Combine(::testing::Values("counter", "hashchain"), ::testing::Range(0, kChunks)),
+                         ::testing::Combine(::testing::Values("counter", "hashchain", "wordcount", "allreduce"),
+                                            ::testing::Range(0, kChunks)),
                          [](const auto& param_info) {
                            return std::get<0>(param_info.param) + "_" + std::to_string(std::get<1>(param_info.param));
                          });
@@ -94,15 +95,17 @@ class NegativeControl : public ::testing::TestWithParam<std::tuple<std::string, 
 
 TEST_P(NegativeControl, CheckerCatchesBrokenProtocol) {
   const auto& [workload, breakage] = GetParam();
-  SweepTotals t = Sweep(workload, 1, 200, Mode::kLineageStash, breakage, false);
+  SweepTotals t = Sweep(workload, 1, 100, Mode::kLineageStash, breakage, false);
   std::printf("%s with %s: %llu of %llu runs caught\n", workload.c_str(), std::string(BreakageName(breakage)).c_str(),
               static_cast<unsigned long long>(t.failed), static_cast<unsigned long long>(t.runs));
   for (const auto& [kind, n] : t.kinds) std::printf("  %4llu %s\n", static_cast<unsigned long long>(n), kind.c_str());
-  EXPECT_GE(t.failed, t.runs / 10) << "the checker should catch the broken protocol on many seeds";
+  // wordcount is caught least: only a crash of its one source (1 worker in
+  // 3..17) can fork what others saw.
+  EXPECT_GE(t.failed, t.runs / 25) << "the checker should catch the broken protocol on many seeds";
 }
 
 INSTANTIATE_TEST_SUITE_P(Controls, NegativeControl,
-                         ::testing::Combine(::testing::Values("counter", "hashchain"),
+                         ::testing::Combine(::testing::Values("counter", "hashchain", "wordcount", "allreduce"),
                                             ::testing::Values(Breakage::kNoPiggyback, Breakage::kNoEventLog)),
                          [](const auto& param_info) {
                            std::string b(BreakageName(std::get<1>(param_info.param)));
@@ -111,8 +114,8 @@ INSTANTIATE_TEST_SUITE_P(Controls, NegativeControl,
                          });
 
 TEST(Sim, WriteFirstModeIsCorrectToo) {
-  for (const char* w : {"counter", "hashchain"}) {
-    SweepTotals t = Sweep(w, 5000, 100, Mode::kWriteFirst, Breakage::kNone, true);
+  for (const char* w : {"counter", "hashchain", "wordcount", "allreduce"}) {
+    SweepTotals t = Sweep(w, 5000, 50, Mode::kWriteFirst, Breakage::kNone, true);
     EXPECT_EQ(t.failed, 0u) << t.report;
     EXPECT_GT(t.recoveries, 0u);
   }
@@ -136,14 +139,47 @@ TEST(Sim, RunsAreDeterministic) {
 
 // A duplicate resent to a restarted receiver was deferred whole (it carried
 // lineage of a worker still gathering), losing the lineage a later message
-// depended on: an orphan (see the worker test
-// DuplicateResentToARestartedReceiverStillDeliversItsLineage).
+// depended on: an orphan. The worker test
+// DuplicateResentToARestartedReceiverStillDeliversItsLineage pins the exact
+// sequence; this seed found it before the token workloads gained their
+// termination notices, which changed its schedule.
 TEST(Sim, CounterSeed3631HasNoOrphan) {
   SimConfig c = ConfigFromSeed("counter", 3631);
   SimResult r = RunSimulation(c);
   EXPECT_TRUE(r.completed);
   EXPECT_GT(r.recoveries, 0u);
   EXPECT_TRUE(r.violations.empty()) << r.violations.front() << "\n  replay: " << c.ReplayCommand();
+}
+
+// A worker learned of a peer's new incarnation while that incarnation was
+// still gathering, and that peer never sent it anything afterwards (in a ring
+// it sends only to its right): frames carrying the peer's older lineage were
+// deferred forever. The worker now asks the store until the start is known.
+TEST(Sim, UnsettledEpochIsLearnedFromTheStore) {
+  SimConfig c = ConfigFromSeed("allreduce", 3);
+  c.crashes = 2;
+  c.dup_percent = 10;
+  c.loss_percent = 5;
+  SimResult r = RunSimulation(c);
+  EXPECT_TRUE(r.completed);
+  EXPECT_GT(r.frames_lost + r.frames_duplicated, 0u);
+  EXPECT_TRUE(r.violations.empty()) << r.violations.front() << "\n  replay: " << c.ReplayCommand();
+}
+
+// Every workload, with the network duplicating and losing frames too.
+TEST(Sim, NetworkFaultsSweep) {
+  for (const char* w : {"counter", "hashchain", "wordcount", "allreduce"}) {
+    std::uint64_t failed = 0;
+    std::string report;
+    for (std::uint64_t seed = FirstSeed(); seed < FirstSeed() + 40; ++seed) {
+      SimConfig c = ConfigFromSeed(w, seed);
+      c.dup_percent = 10;
+      c.loss_percent = 5;
+      SimResult r = RunSimulation(c);
+      if (!r.violations.empty() && failed++ < 3) report += r.violations.front() + "\n  replay: " + c.ReplayCommand() + "\n";
+    }
+    EXPECT_EQ(failed, 0u) << w << ":\n" << report;
+  }
 }
 
 TEST(Sim, ManyFailuresWithLargeF) {

@@ -1,4 +1,8 @@
-#include "runtime/wordcount.h"
+#include "workloads/wordcount.h"
+
+#include "workloads/codec.h"
+
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -6,7 +10,7 @@
 #include <sstream>
 #include <unordered_map>
 
-namespace lstash::runtime {
+namespace lstash::workloads {
 namespace {
 
 constexpr std::int64_t kSec = 1'000'000'000;
@@ -19,17 +23,6 @@ struct Topology {
   WorkerId Reducer(std::uint32_t r) const { return 1 + mappers + r; }
 };
 
-void PutU64(std::string& s, std::uint64_t v) {
-  for (int i = 0; i < 8; ++i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-
-bool GetU64(std::string_view& s, std::uint64_t* v) {
-  if (s.size() < 8) return false;
-  *v = 0;
-  for (int i = 0; i < 8; ++i) *v |= std::uint64_t{static_cast<unsigned char>(s[i])} << (8 * i);
-  s.remove_prefix(8);
-  return true;
-}
 
 // Pops the next '\n'-terminated line off `s`.
 bool NextLine(std::string_view& s, std::string_view* line) {
@@ -47,12 +40,6 @@ std::uint64_t HashWord(std::string_view s) {
   return h;
 }
 
-std::uint64_t SplitMix(std::uint64_t& state) {
-  std::uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
 
 // Calls f(word) for each maximal run of ASCII letters and digits, lowercased.
 template <typename F>
@@ -142,7 +129,7 @@ class SourceApp final : public App {
   }
   bool Finished() const override { return done_; }
   void TakeStats(nlohmann::json* stats) override { (*stats)["emitted"] = emitted_; }
-  std::optional<nlohmann::json> Result() const override { return nlohmann::json{{"emitted", emitted_}}; }
+  std::uint64_t emitted() const { return emitted_; }
   std::int64_t MinTaskIntervalNanos() const override { return tick_nanos_; }
 
  private:
@@ -270,11 +257,7 @@ class ReducerApp final : public App {
     (*stats)["batches"] = batches_;
     samples_.clear();
   }
-  std::optional<nlohmann::json> Result() const override {
-    nlohmann::json counts = nlohmann::json::object();
-    for (const auto& [word, n] : counts_) counts[word] = n;
-    return nlohmann::json{{"counts", std::move(counts)}};
-  }
+  const std::unordered_map<std::string, std::uint64_t>& counts() const { return counts_; }
 
  private:
   const Topology topo_;
@@ -284,9 +267,31 @@ class ReducerApp final : public App {
   std::vector<std::pair<std::int64_t, std::int64_t>> samples_;
 };
 
+// Lines of words from a small vocabulary, the same on every run: input for
+// the simulator and tests, which read no files.
+std::vector<std::string> GeneratedLines(std::uint64_t count) {
+  static const char* const kWords[] = {"lineage", "stash", "replay", "epoch",  "flush", "commit", "orphan",
+                                       "causal",  "log",   "worker", "store",  "frame", "peer",   "crash"};
+  std::vector<std::string> lines;
+  std::uint64_t rng = 42;
+  for (std::uint64_t i = 0; i < count; ++i) {
+    std::string line;
+    for (std::uint64_t k = 1 + SplitMix(rng) % 9; k > 0; --k) {
+      line.append(kWords[SplitMix(rng) % std::size(kWords)]).append(k > 1 ? " " : "");
+    }
+    lines.push_back(std::move(line));
+  }
+  return lines;
+}
+
 }  // namespace
 
 Result<std::vector<std::string>> WordcountInput(const nlohmann::json& config) {
+  if (config.contains("generated_lines")) {
+    const std::uint64_t n = config.value("generated_lines", 0ull);
+    if (n == 0 || n > 10'000'000) return InvalidArgument("wordcount: generated_lines must be 1..10^7");
+    return GeneratedLines(n);
+  }
   if (!config.contains("input") || !config["input"].is_array() || config["input"].empty()) {
     return InvalidArgument("wordcount: config has no input files");
   }
@@ -334,9 +339,32 @@ Result<std::unique_ptr<App>> MakeWordcount(const AppContext& context) {
   return std::unique_ptr<App>(std::make_unique<ReducerApp>(topo));
 }
 
-Result<std::unique_ptr<App>> MakeApp(const std::string& name, const AppContext& context) {
-  if (name == "wordcount") return MakeWordcount(context);
-  return InvalidArgument("unknown application '" + name + "' (known: wordcount)");
+std::vector<std::string> CheckWordcount(const nlohmann::json& config, const std::vector<const App*>& apps,
+                                        std::string* summary) {
+  auto input = WordcountInput(config);
+  if (!input.ok()) return {input.status().ToString()};
+  const std::uint32_t mappers = config.value("mappers", 2u);
+  const std::uint64_t emitted = static_cast<const SourceApp*>(apps[0])->emitted();
+  std::map<std::string, std::uint64_t> got;
+  for (std::size_t w = 1 + mappers; w < apps.size(); ++w) {
+    for (const auto& [word, n] : static_cast<const ReducerApp*>(apps[w])->counts()) got[word] += n;
+  }
+  const auto expected = WordcountExpected(*input, emitted);
+  std::vector<std::string> v;
+  std::uint64_t differ = 0, words = 0;
+  for (const auto& [word, n] : expected) words += n;
+  auto compare = [&](const std::string& word, std::uint64_t want, std::uint64_t have) {
+    if (want == have) return;
+    if (differ++ < 5) v.push_back(fmt::format("exactly-once: '{}' counted {} times, a direct count says {}", word, have, want));
+  };
+  for (const auto& [word, n] : expected) compare(word, n, got.count(word) ? got.at(word) : 0);
+  for (const auto& [word, n] : got) {
+    if (!expected.count(word)) compare(word, 0, n);
+  }
+  if (differ > 5) v.push_back(fmt::format("exactly-once: {} words differ in all", differ));
+  *summary = fmt::format("the reducers' counts {} a direct count of the {} emitted lines ({} words, {} distinct, {} differ)",
+                         differ ? "differ from" : "equal", emitted, words, expected.size(), differ);
+  return v;
 }
 
-}  // namespace lstash::runtime
+}  // namespace lstash::workloads

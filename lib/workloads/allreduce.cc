@@ -1,0 +1,246 @@
+#include "workloads/allreduce.h"
+
+#include "workloads/codec.h"
+
+#include <fmt/format.h>
+
+#include <map>
+
+namespace lstash::workloads {
+namespace {
+
+struct Params {
+  std::uint32_t workers = 0;
+  std::uint64_t rounds = 4;
+  std::uint64_t length = 64;
+  std::int64_t task_interval_nanos = 0;
+};
+
+Result<Params> ReadParams(const AppContext& c) {
+  Params p;
+  p.workers = c.workers;
+  try {
+    p.rounds = c.config.value("rounds", p.rounds);
+    p.length = c.config.value("length", p.length);
+    p.task_interval_nanos = static_cast<std::int64_t>(c.config.value("task_interval_ms", 0.0) * 1e6);
+  } catch (const nlohmann::json::exception& e) {
+    return InvalidArgument(std::string("allreduce config: ") + e.what());
+  }
+  if (p.workers < 2 || p.rounds == 0 || p.length < p.workers || p.length > (1u << 20)) {
+    return InvalidArgument(fmt::format("allreduce: needs 2+ workers, rounds > 0 and workers <= length <= 2^20 "
+                                       "(workers {}, rounds {}, length {})", p.workers, p.rounds, p.length));
+  }
+  return p;
+}
+
+using Vec = std::vector<float>;
+
+// A round's input: a fresh vector from the round's seed plus half of the
+// previous result.
+Vec RoundInput(std::uint64_t seed, const Vec& previous) {
+  Vec v(previous.size());
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    const float fresh = static_cast<float>(SplitMix(seed) >> 40) / static_cast<float>(1u << 24) * 2.0f - 1.0f;
+    v[i] = fresh + 0.5f * previous[i];
+  }
+  return v;
+}
+
+std::uint64_t Digest(const Vec& v) {
+  Writer w;
+  for (float x : v) w.f32(x);
+  std::uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a over the bits
+  for (char c : w.take()) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+  return h;
+}
+
+std::size_t ChunkBegin(std::uint64_t k, std::uint64_t workers, std::uint64_t length) { return k * length / workers; }
+
+class AllreduceApp final : public App {
+ public:
+  AllreduceApp(WorkerId self, const Params& p) : self_(self), p_(p), acc_(p.length), result_(p.length) {}
+
+  const std::vector<std::uint64_t>& seeds() const { return seeds_; }
+  const std::vector<std::uint64_t>& digests() const { return digests_; }
+  const Vec& result() const { return result_; }
+
+  Status Execute(Worker& w, const Task& t) override {
+    if (t.start) return StartRound(w);
+    Reader r(t.payload);
+    std::uint64_t round = 0, step = 0;
+    if (!r.u64(&round) || !r.u64(&step) || round >= p_.rounds || step >= 2 * (p_.workers - 1ull) ||
+        t.sender != Left()) {
+      return Corruption("allreduce: unexpected task " + ToString(t.id));
+    }
+    pending_[{round, step}] = std::string(r.rest());
+    // Steps arrive in order on a FIFO channel; any that come early wait.
+    for (auto it = pending_.find({round_, step_}); it != pending_.end(); it = pending_.find({round_, step_})) {
+      const std::string chunk = std::move(it->second);
+      pending_.erase(it);
+      LSTASH_RETURN_IF_ERROR(Step(w, chunk));
+    }
+    return Status::OK();
+  }
+
+  bool Finished() const override { return digests_.size() == p_.rounds; }
+  std::int64_t MinTaskIntervalNanos() const override { return p_.task_interval_nanos; }
+  void TakeStats(nlohmann::json* stats) override { (*stats)["rounds"] = digests_.size(); }
+
+  std::string Snapshot() const override {
+    Writer w;
+    w.u64(round_);
+    w.u64(step_);
+    for (const Vec* v : {&acc_, &result_}) {
+      for (float x : *v) w.f32(x);
+    }
+    for (const auto* list : {&seeds_, &digests_}) {
+      w.u64(list->size());
+      for (std::uint64_t x : *list) w.u64(x);
+    }
+    w.u64(pending_.size());
+    for (const auto& [key, chunk] : pending_) {
+      w.u64(key.first);
+      w.u64(key.second);
+      w.u64(chunk.size());
+      w.raw(chunk);
+    }
+    return w.take();
+  }
+
+  Status Restore(const std::string& bytes) override {
+    Reader r(bytes);
+    bool ok = r.u64(&round_) && r.u64(&step_);
+    for (Vec* v : {&acc_, &result_}) {
+      for (float& x : *v) ok = ok && r.f32(&x);
+    }
+    for (auto* list : {&seeds_, &digests_}) {
+      std::uint64_t n = 0;
+      ok = ok && r.u64(&n) && n <= p_.rounds;
+      list->assign(ok ? n : 0, 0);
+      for (std::uint64_t& x : *list) ok = ok && r.u64(&x);
+    }
+    std::uint64_t n = 0;
+    ok = ok && r.u64(&n);
+    pending_.clear();
+    for (std::uint64_t i = 0; ok && i < n; ++i) {
+      std::uint64_t round = 0, step = 0, size = 0;
+      ok = r.u64(&round) && r.u64(&step) && r.u64(&size) && size <= r.rest().size();
+      if (ok) {
+        pending_[{round, step}] = std::string(r.rest().substr(0, size));
+        r = Reader(r.rest().substr(size));
+      }
+    }
+    if (!ok || !r.done()) return Corruption("allreduce snapshot");
+    return Status::OK();
+  }
+
+ private:
+  WorkerId Left() const { return (self_ + p_.workers - 1) % p_.workers; }
+  WorkerId Right() const { return (self_ + 1) % p_.workers; }
+  std::uint64_t Mod(std::int64_t k) const { return static_cast<std::uint64_t>((k % p_.workers + p_.workers) % p_.workers); }
+
+  Status StartRound(Worker& w) {
+    LSTASH_ASSIGN_OR_RETURN(const std::uint64_t seed, w.Random());
+    seeds_.push_back(seed);
+    acc_ = RoundInput(seed, result_);
+    step_ = 0;
+    return SendChunk(w, 0, self_);  // reduce-scatter starts with our own chunk
+  }
+
+  Status SendChunk(Worker& w, std::uint64_t step, std::uint64_t k) {
+    Writer out;
+    out.u64(round_);
+    out.u64(step);
+    for (std::size_t i = ChunkBegin(k, p_.workers, p_.length); i < ChunkBegin(k + 1, p_.workers, p_.length); ++i) {
+      out.f32(acc_[i]);
+    }
+    return w.Submit(Right(), out.take()).status();
+  }
+
+  // Step step_ of round round_ arrived from the left with `chunk`.
+  Status Step(Worker& w, std::string_view chunk) {
+    const std::uint64_t n = p_.workers;
+    const bool scatter = step_ < n - 1;
+    // Reduce-scatter step s carries chunk self-1-s; allgather step a, self-a.
+    const std::uint64_t k = scatter ? Mod(std::int64_t(self_) - 1 - std::int64_t(step_))
+                                    : Mod(std::int64_t(self_) - std::int64_t(step_ - (n - 1)));
+    const std::size_t begin = ChunkBegin(k, n, p_.length), end = ChunkBegin(k + 1, n, p_.length);
+    if (chunk.size() != 4 * (end - begin)) return Corruption("allreduce: a chunk of the wrong size");
+    Reader r(chunk);
+    for (std::size_t i = begin; i < end; ++i) {
+      float x = 0;
+      r.f32(&x);
+      acc_[i] = scatter ? acc_[i] + x : x;
+    }
+    ++step_;
+    if (step_ < 2 * (n - 1)) return SendChunk(w, step_, k);  // pass it on (the last scatter step starts the gather)
+    // The round is done: every chunk holds the sum.
+    result_ = acc_;
+    digests_.push_back(Digest(result_));
+    if (digests_.size() == p_.rounds) return Status::OK();
+    ++round_;
+    return StartRound(w);
+  }
+
+  const WorkerId self_;
+  const Params p_;
+  std::uint64_t round_ = 0, step_ = 0;  // the step expected next from the left
+  Vec acc_;                             // this round's vector as it is summed
+  Vec result_;                          // the last finished round's sum
+  std::vector<std::uint64_t> seeds_;    // per round, logged
+  std::vector<std::uint64_t> digests_;  // per finished round
+  std::map<std::pair<std::uint64_t, std::uint64_t>, std::string> pending_;  // early steps
+};
+
+}  // namespace
+
+Result<std::unique_ptr<App>> MakeAllreduceApp(const AppContext& context) {
+  LSTASH_ASSIGN_OR_RETURN(const Params p, ReadParams(context));
+  return std::unique_ptr<App>(std::make_unique<AllreduceApp>(context.self, p));
+}
+
+std::vector<std::string> CheckAllreduce(const nlohmann::json& config, const std::vector<const App*>& apps) {
+  std::vector<std::string> v;
+  AppContext context{0, static_cast<std::uint32_t>(apps.size()), config};
+  auto p = ReadParams(context);
+  if (!p.ok()) return {p.status().ToString()};
+  std::vector<const AllreduceApp*> workers;
+  for (const App* a : apps) workers.push_back(static_cast<const AllreduceApp*>(a));
+  for (std::size_t w = 0; w < workers.size(); ++w) {
+    if (workers[w]->digests().size() != p->rounds || workers[w]->seeds().size() != p->rounds) {
+      v.push_back(fmt::format("allreduce: worker {} finished {} of {} rounds", w, workers[w]->digests().size(), p->rounds));
+    }
+  }
+  if (!v.empty()) return v;
+  // The reference: each chunk summed around the ring from its owner, as the
+  // ring does (chunk k starts at worker k, each next worker adds its own).
+  const std::uint64_t n = workers.size();
+  std::vector<Vec> previous(n, Vec(p->length));
+  Vec sum(p->length);
+  for (std::uint64_t round = 0; round < p->rounds; ++round) {
+    std::vector<Vec> inputs(n);
+    for (std::uint64_t w = 0; w < n; ++w) inputs[w] = RoundInput(workers[w]->seeds()[round], previous[w]);
+    for (std::uint64_t k = 0; k < n; ++k) {
+      for (std::size_t i = ChunkBegin(k, n, p->length); i < ChunkBegin(k + 1, n, p->length); ++i) {
+        float s = inputs[k][i];
+        for (std::uint64_t j = 1; j < n; ++j) s = inputs[(k + j) % n][i] + s;
+        sum[i] = s;
+      }
+    }
+    const std::uint64_t want = Digest(sum);
+    for (std::uint64_t w = 0; w < n; ++w) {
+      if (workers[w]->digests()[round] != want) {
+        v.push_back(fmt::format("allreduce: worker {} round {} result differs from the ring sum of the logged inputs",
+                                w, round));
+      }
+      previous[w] = sum;
+    }
+    if (v.size() > 20) break;
+  }
+  for (std::uint64_t w = 0; w < n && v.empty(); ++w) {
+    if (workers[w]->result() != sum) v.push_back(fmt::format("allreduce: worker {} final vector differs", w));
+  }
+  return v;
+}
+
+}  // namespace lstash::workloads
