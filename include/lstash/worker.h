@@ -83,10 +83,43 @@ enum class Breakage : unsigned char {
   kNoEventLog,   // never log receipt order or nondeterministic values
 };
 
+// Points inside the Worker where a crash test may kill the process
+// (WorkerOptions::failure_point_hook). Each fires on the thread that reaches
+// it, outside the Worker's lock.
+enum class FailurePoint : unsigned char {
+  // Flush round (Flush(), Sync() without a flusher, or the background
+  // flusher; lineage-stash mode only): a batch of own entries was taken from
+  // the stash and marked in flight, and is about to go to Store::Append.
+  kBeforeFlush,
+  // Store::Append acknowledged that batch; the Worker has not yet recorded
+  // it as committed nor evicted it from the stash (nor released the inputs
+  // it makes stable). Fires only after a successful write.
+  kAfterFlush,
+  // A task frame carrying piggybacked lineage was built and queued (Submit,
+  // or a resend from Tick/Receive/recovery); fires as that call returns,
+  // once per such frame, before TakeFrames() hands the frame out.
+  kMidForward,
+  // Recovery gathered its lineage and NextTask() has just taken the first
+  // replayed task; fires before NextTask returns it. Once per recovery that
+  // has at least one task to replay (none fires if the recovered log after
+  // the checkpoint is empty).
+  kMidRecovery,
+  // Store::PutCheckpoint acknowledged a checkpoint (the store deletes the log
+  // up to it atomically with storing it); the Worker has not yet recorded it
+  // as durable nor released the inputs it covers, so senders still keep
+  // those messages. Lineage-stash mode: in a flush round, after the batch
+  // (if any). Write-first mode: inside Checkpoint(), with the lock dropped
+  // around the call.
+  kMidCheckpoint,
+};
+
 LSTASH_EXPORT std::string_view ModeName(Mode mode);  // "lineage-stash", ...
 LSTASH_EXPORT std::string_view BreakageName(Breakage breakage);
 LSTASH_EXPORT std::optional<Mode> ParseMode(std::string_view name);
 LSTASH_EXPORT std::optional<Breakage> ParseBreakage(std::string_view name);  // the inverse of BreakageName
+// "before-flush", "after-flush", "mid-forward", "mid-recovery", "mid-checkpoint".
+LSTASH_EXPORT std::string_view FailurePointName(FailurePoint p);
+LSTASH_EXPORT std::optional<FailurePoint> ParseFailurePoint(std::string_view name);  // the inverse
 
 struct RecoveryStats {
   WorkerId worker = 0;
@@ -162,6 +195,15 @@ struct WorkerOptions {
   Listener* listener = nullptr;    // optional
 
   Breakage breakage = Breakage::kNone;  // tests only
+
+  // Crash testing only (empty: none; costs one branch per point). Called at
+  // each FailurePoint, on the thread that reaches it -- the flusher thread
+  // for kBeforeFlush/kAfterFlush/kMidCheckpoint when background_flush is
+  // true, otherwise the engine thread -- and never under a Worker lock. A
+  // crash test kills the process from it (e.g. raise(SIGKILL)) or records
+  // the point. It must not call back into the Worker, except for the
+  // thread-safe GetMetrics(), health() and recovering().
+  std::function<void(FailurePoint)> failure_point_hook;
 };
 
 // A task handed to the engine by NextTask().

@@ -43,6 +43,25 @@ std::optional<Breakage> ParseBreakage(std::string_view name) {
   return std::nullopt;
 }
 
+std::string_view FailurePointName(FailurePoint p) {
+  switch (p) {
+    case FailurePoint::kBeforeFlush: return "before-flush";
+    case FailurePoint::kAfterFlush: return "after-flush";
+    case FailurePoint::kMidForward: return "mid-forward";
+    case FailurePoint::kMidRecovery: return "mid-recovery";
+    case FailurePoint::kMidCheckpoint: return "mid-checkpoint";
+  }
+  return "unknown";
+}
+
+std::optional<FailurePoint> ParseFailurePoint(std::string_view name) {
+  for (FailurePoint p : {FailurePoint::kBeforeFlush, FailurePoint::kAfterFlush, FailurePoint::kMidForward,
+                         FailurePoint::kMidRecovery, FailurePoint::kMidCheckpoint}) {
+    if (name == FailurePointName(p)) return p;
+  }
+  return std::nullopt;
+}
+
 Result<std::unique_ptr<Worker>> Worker::Open(const WorkerOptions& options, Store* store) {
   if (store == nullptr) return InvalidArgument("Worker::Open: store is null");
   if (options.num_workers == 0 || options.num_workers > core::kMaxWorkers) {
@@ -356,7 +375,7 @@ Result<std::optional<Task>> WorkerImpl::NextTask() {
         task.payload = std::move(it->second);
         replay_payloads_.erase(it);
       }
-      ++replay_cursor_;
+      if (replay_cursor_++ == 0) QueueFailurePoint(FailurePoint::kMidRecovery);
       position_ = e.index;
       position_epoch_ = e.epoch;
       MergeFrontier(e.deps);
@@ -572,6 +591,7 @@ void WorkerImpl::SendTask(WorkerId dest, OutMsg& m) {
   metrics_.piggybacked_entries += entries.size();
   metrics_.piggybacked_bytes += piggy_bytes;
   Queue(dest, std::move(bytes));
+  if (!entries.empty()) QueueFailurePoint(FailurePoint::kMidForward);
 }
 
 Result<TaskId> WorkerImpl::Submit(WorkerId dest, std::string_view payload) {
@@ -1331,6 +1351,12 @@ Status WorkerImpl::Checkpoint(std::string snapshot) {
       SetSticky(s.WithContext("checkpoint"));
       return health_;
     }
+    if (options_.failure_point_hook) {
+      // Only this (the engine) thread changes state in write-first mode.
+      lock.lock().unlock();
+      options_.failure_point_hook(FailurePoint::kMidCheckpoint);
+      lock.lock().lock();
+    }
     checkpoint_durable_at_ = p.at;
     ++metrics_.checkpoints;
     ReleaseStable();
@@ -1467,9 +1493,11 @@ Result<std::size_t> WorkerImpl::FlushRound() {
   }
   if (!batch.own.empty()) {
     batch.BuildRecords();
+    FailurePointHere(FailurePoint::kBeforeFlush);
     const std::int64_t t0 = clock_->MonotonicNanos();
     Status s = store_->Append(options_.id, epoch, batch.records, batch.copies);
     const std::int64_t t1 = clock_->MonotonicNanos();
+    if (s.ok()) FailurePointHere(FailurePoint::kAfterFlush);
     Locked lock(this);
     CompleteBatch(batch, s, t1 - t0);
     if (!s.ok() && s.code() != Code::kUnavailable) return health_;
@@ -1484,6 +1512,7 @@ Result<std::size_t> WorkerImpl::FlushRound() {
   }
   if (checkpoint) {
     Status s = store_->PutCheckpoint(options_.id, epoch, checkpoint->at, checkpoint->bytes);
+    if (s.ok()) FailurePointHere(FailurePoint::kMidCheckpoint);
     Locked lock(this);
     if (s.ok()) {
       checkpoint_durable_at_ = std::max(checkpoint_durable_at_, checkpoint->at);

@@ -130,6 +130,15 @@ class WorkerImpl final : public Worker {
   std::int64_t MonoNow() const { return clock_->MonotonicNanos(); }
   wire::FrameHeader Header(wire::FrameKind kind, WorkerId dest) const;
   void Queue(WorkerId dest, std::string bytes);
+  // options_.failure_point_hook, run after mu_ is released (with the
+  // listener callbacks).
+  void QueueFailurePoint(FailurePoint p) {
+    if (options_.failure_point_hook) callbacks_.push_back([this, p] { options_.failure_point_hook(p); });
+  }
+  // REQUIRES mu_ NOT held.
+  void FailurePointHere(FailurePoint p) const {
+    if (options_.failure_point_hook) options_.failure_point_hook(p);
+  }
 
   Status RetryUnavailable(const std::function<Status()>& call);
   Status AppendOwn(wire::LogEntry& entry);  // takes its deps

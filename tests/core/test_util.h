@@ -68,6 +68,20 @@ class FakeClock final : public Clock {
   std::atomic<std::int64_t> wall{1'700'000'000'000'000'000};
 };
 
+// Options for a worker the test drives by hand: no flusher thread (the test
+// calls Flush()), `clock`, a fixed random seed per worker, 50 ms resends.
+inline WorkerOptions HandDrivenOptions(WorkerId id, std::uint32_t n, Clock* clock, Listener* listener) {
+  WorkerOptions o;
+  o.id = id;
+  o.num_workers = n;
+  o.background_flush = false;
+  o.clock = clock;
+  o.random_seed = 0x5eed0000 + id;
+  o.resend_after_nanos = 50 * kMillis;
+  o.listener = listener;
+  return o;
+}
+
 class RecordingListener final : public Listener {
  public:
   void OnRecoveryStart(WorkerId worker, Epoch epoch) override {

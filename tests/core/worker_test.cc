@@ -136,15 +136,7 @@ std::vector<LogIndex> Indices(const std::vector<wire::LogEntry>& log) {
 class WorkerTest : public ::testing::Test {
  protected:
   WorkerOptions Options(WorkerId id, std::uint32_t n) {
-    WorkerOptions o;
-    o.id = id;
-    o.num_workers = n;
-    o.background_flush = false;
-    o.clock = &clock_;
-    o.random_seed = 0x5eed0000 + id;
-    o.resend_after_nanos = 50 * kMillis;
-    o.listener = &listener_;
-    return o;
+    return coretest::HandDrivenOptions(id, n, &clock_, &listener_);
   }
 
   std::unique_ptr<Worker> Open(const WorkerOptions& o, Store* store = nullptr) {
