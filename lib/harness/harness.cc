@@ -21,12 +21,18 @@ namespace {
 // each frame is delivered, and lets later frames overtake, so "reorder" and
 // "delay" there ask for what it does anyway.
 const std::set<std::string> kSimFaults = {"kill", "store-loss", "reorder", "delay", "dup", "loss"};
-const std::set<std::string> kProcessFaults = {"kill",  "kill-at-once", "kill-during-recovery", "store-restart", "pause",
-                                              "slow-store", "dup", "delay", "reorder", "loss"};
+const std::set<std::string> kProcessFaults = {"kill",        "kill-at-once",  "kill-during-recovery", "store-restart",
+                                              "pause",       "slow-store",    "dup",                  "delay",
+                                              "reorder",     "loss",          "before-flush",         "after-flush",
+                                              "mid-forward", "mid-recovery",  "mid-checkpoint"};
+// Crash tests at named failure points inside the library (FailurePoint).
+const std::set<std::string> kFailurePoints = {"before-flush", "after-flush", "mid-forward", "mid-recovery", "mid-checkpoint"};
 // Percentages of frames for the transport faults given without a value.
 constexpr std::uint32_t kDefaultDupPercent = 5, kDefaultLossPercent = 2, kDefaultReorderPercent = 10;
-const std::set<std::string> kKnownFaults = {"kill",  "kill-at-once", "kill-during-recovery", "store-restart", "pause",
-                                            "store-loss", "reorder", "dup", "delay", "loss", "slow-store"};
+const std::set<std::string> kKnownFaults = {"kill",         "kill-at-once", "kill-during-recovery", "store-restart",
+                                            "pause",        "store-loss",   "reorder",              "dup",
+                                            "delay",        "loss",         "slow-store",           "before-flush",
+                                            "after-flush",  "mid-forward",  "mid-recovery",         "mid-checkpoint"};
 const std::set<std::string> kWorkloads = {"allreduce", "counter", "hashchain", "wordcount"};
 
 std::string JoinSet(const std::set<std::string>& names) {
@@ -123,6 +129,7 @@ Result<HarnessResult> RunProcesses(const HarnessOptions& o, const Protocol& p) {
   ro.max_forward = o.f;
   ro.bin_dir = o.bin_dir;
   ro.grace_s = 15;  // the liveness bound past the end of input
+  ro.checkpoint_every = 300;  // checkpoints often enough to crash in the middle of some
   // Logs at debug level, kept when the run fails.
   std::string run_dir = (std::filesystem::temp_directory_path() / fmt::format("lstash-harness-{}-XXXXXX", o.seed)).string();
   if (mkdtemp(run_dir.data()) == nullptr) return IOError("cannot create a run directory in " + run_dir);
@@ -135,50 +142,64 @@ Result<HarnessResult> RunProcesses(const HarnessOptions& o, const Protocol& p) {
   auto uniform = [&](double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng); };
   auto pick = [&] { return names[rng() % names.size()]; };
 
-  // Worker failures: kills, a pause, K at once. Each gets a slot of its own
-  // in the middle 60% of the run, at a random point in the slot's first
-  // half, and waits until no worker is down or recovering: at most f workers
-  // fail at once, as the protocol requires.
-  const std::uint32_t kills = Count(Find(o.faults, "kill"), o.faults_given ? 0 : 1);
-  const Fault* at_once = Find(o.faults, "kill-at-once");
-  const bool pause = Find(o.faults, "pause") != nullptr;
-  const std::uint32_t events = kills + (at_once ? 1 : 0) + (pause ? 1 : 0);
-  std::vector<runtime::FaultSpec> failures;
-  for (std::uint32_t i = 0; i < kills; ++i) {
+  // Worker failures: kills, a pause, K at once, crashes at failure points.
+  // Each gets a slot of its own in the middle 60% of the run, at a random
+  // point in the slot's first half, and waits until no worker is down or
+  // recovering: at most f workers fail at once, as the protocol requires.
+  // (A crash at a failure point is armed in its slot and fires at the
+  // target's next pass through the point.)
+  std::vector<std::vector<runtime::FaultSpec>> events;  // each: specs injected together
+  auto kill = [&](const std::string& target) {
     runtime::FaultSpec f;
-    f.targets = {pick()};
-    failures.push_back(f);
+    f.targets = {target};
+    return f;
+  };
+  for (std::uint32_t i = 0, kills = Count(Find(o.faults, "kill"), o.faults_given ? 0 : 1); i < kills; ++i) {
+    events.push_back({kill(pick())});
   }
-  if (at_once) {
-    runtime::FaultSpec f;
+  if (const Fault* at_once = Find(o.faults, "kill-at-once")) {
     std::vector<std::string> pool = names;
     std::shuffle(pool.begin(), pool.end(), rng);
-    f.targets.assign(pool.begin(), pool.begin() + Count(at_once, o.f));
-    failures.push_back(f);
-  }
-  if (pause) {
     runtime::FaultSpec f;
+    f.targets.assign(pool.begin(), pool.begin() + Count(at_once, o.f));
+    events.push_back({f});
+  }
+  if (Find(o.faults, "pause")) {
+    runtime::FaultSpec f = kill(pick());
     f.kind = runtime::FaultSpec::Kind::kPause;
     f.pause_s = 1.0;
-    f.targets = {pick()};
-    failures.push_back(f);
+    events.push_back({f});
   }
-  std::shuffle(failures.begin(), failures.end(), rng);
+  for (const auto& point : kFailurePoints) {
+    if (!Find(o.faults, point)) continue;
+    runtime::FaultSpec f = kill(pick());
+    f.kind = runtime::FaultSpec::Kind::kCrashAt;
+    f.point = point;
+    if (point == "mid-recovery") {  // kill it, and its next incarnation dies replaying
+      f.during_recovery = true;
+      events.push_back({f, kill(f.targets[0])});
+    } else {
+      events.push_back({f});
+    }
+  }
+  std::shuffle(events.begin(), events.end(), rng);
   const bool again_during_recovery = Find(o.faults, "kill-during-recovery") != nullptr;
   bool again_added = false;
-  for (std::uint32_t i = 0; i < events; ++i) {
-    runtime::FaultSpec& f = failures[i];
-    const double slot = 0.6 * o.duration_s / events;
-    f.at_s = 0.2 * o.duration_s + slot * i + uniform(0.05, 0.5) * slot;
-    f.when_all_up = true;
-    ro.faults.push_back(f);
-    if (again_during_recovery && !again_added && f.kind == runtime::FaultSpec::Kind::kKill && f.targets.size() == 1) {
-      runtime::FaultSpec again = f;  // the same target, killed again while it recovers
-      again.during_recovery = true;
-      again.when_all_up = false;
-      again.at_s = f.at_s + 0.001;
-      ro.faults.push_back(again);
-      again_added = true;
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    const double slot = 0.6 * o.duration_s / static_cast<double>(events.size());
+    const double at = 0.2 * o.duration_s + slot * static_cast<double>(i) + uniform(0.05, 0.5) * slot;
+    for (runtime::FaultSpec f : events[i]) {
+      f.at_s = at;
+      f.when_all_up = !f.during_recovery;
+      ro.faults.push_back(f);
+      if (again_during_recovery && !again_added && f.kind == runtime::FaultSpec::Kind::kKill && f.targets.size() == 1) {
+        runtime::FaultSpec again = f;  // the same target, killed again while it recovers
+        again.during_recovery = true;
+        again.when_all_up = false;
+        again.at_s = f.at_s + 0.001;
+        ro.faults.push_back(again);
+        again_added = true;
+      }
     }
   }
   if (const Fault* slow = Find(o.faults, "slow-store")) ro.store_write_delay_ms = *Milliseconds(slow->value);
@@ -208,7 +229,12 @@ Result<HarnessResult> RunProcesses(const HarnessOptions& o, const Protocol& p) {
   HarnessResult r;
   r.workers = o.workers;
   r.completed = job.completed;
-  r.faults_injected = job.crashes.size() + (store_restart ? 1 : 0) + job.net_faults_injected;
+  // A crash at mid-recovery happens inside the recovery of an earlier kill,
+  // so it has no crash report of its own.
+  std::uint64_t crash_reports_at_points = 0;
+  for (const auto& c : job.crashes) crash_reports_at_points += c.how.rfind("crashed at ", 0) == 0;
+  r.faults_injected = job.crashes.size() + (store_restart ? 1 : 0) + job.net_faults_injected +
+                      (job.crash_points_armed_and_down - crash_reports_at_points);
   for (const auto& c : job.crashes) {
     if (c.recovered_ms < 0) continue;
     ++r.recoveries;

@@ -82,6 +82,8 @@ struct WorkerSlot {
   std::optional<std::string> result;  // its final app snapshot, in hex
   std::string routing;           // control routing id of the current incarnation
   bool remote = false;           // started (and restarted) elsewhere; joins by saying hello
+  std::string armed_point;       // a failure point it will kill itself at (crash test)
+  std::string arm_next;          // ... and one its next incarnation starts armed with
 };
 
 struct StoreSlot {
@@ -344,6 +346,7 @@ class Launcher {
     if (o_.breakage != Breakage::kNone) argv.insert(argv.end(), {"--breakage", std::string(BreakageName(o_.breakage))});
     if (!keys_dir_.empty()) argv.insert(argv.end(), {"--keys", keys_dir_});
     if (o_.worker_log != "info") argv.insert(argv.end(), {"--log", o_.worker_log});
+    if (!w.arm_next.empty()) argv.insert(argv.end(), {"--crash-at", w.arm_next});
     if (!o_.net_faults.empty()) {
       argv.insert(argv.end(), {"--net-faults", o_.net_faults, "--net-fault-seed",
                                std::to_string(o_.net_fault_seed * 1000003 + w.id * 1009 + w.incarnations)});
@@ -355,6 +358,8 @@ class Launcher {
     const std::vector<std::string> argv = WorkerArgv(w);
     const std::string log = (fs::path(o_.run_dir) / "logs" / fmt::format("{}.{}.log", w.name, w.incarnations)).string();
     LSTASH_ASSIGN_OR_RETURN(w.pid, Spawn(argv, log));
+    w.armed_point = std::move(w.arm_next);
+    w.arm_next.clear();
     ++w.incarnations;
     w.up = true;
     w.hello = false;
@@ -517,14 +522,22 @@ class Launcher {
   }
 
   double Secs(std::int64_t mono) const { return static_cast<double>(mono - start_) / kSec; }
+  // Whether the fault's moment is known (a kill or a pause), not only its detection.
+  static bool Timed(const Crash& c) { return c.how == "killed" || c.how == "paused"; }
 
   void WorkerDown(WorkerSlot& w, const std::string& detected_by, std::int64_t now) {
     w.up = false;
     w.hello = false;
     w.routing.clear();
+    const std::string armed = std::move(w.armed_point);
+    w.armed_point.clear();
+    if (!armed.empty()) {  // it may have died there; a kill by other means looks the same from here
+      ++report_.crash_points_armed_and_down;
+      std::printf("*** %6.2fs  %s (armed at %s) is down\n", Secs(now), w.name.c_str(), armed.c_str());
+    }
     int ci = w.open_crash;
-    if (ci < 0) {  // a failure we did not inject
-      crashes_.push_back(Crash{w.name, "failed", "", now, Wall()});
+    if (ci < 0) {  // a failure we did not inject (or a crash test's, at a point of its own choosing)
+      crashes_.push_back(Crash{w.name, armed.empty() ? "failed" : "crashed at " + armed, "", now, Wall()});
       ci = static_cast<int>(crashes_.size()) - 1;
       w.open_crash = ci;
     }
@@ -532,7 +545,7 @@ class Launcher {
     if (c.detected_at == 0) {
       c.detected_at = now;
       c.detected_by = detected_by;
-      if (c.how == "failed") {  // not injected: when it failed is unknown
+      if (!Timed(c)) {  // when it failed is unknown
         std::printf("*** %6.2fs  %s down (%s)\n", Secs(now), w.name.c_str(), detected_by.c_str());
       } else {
         std::printf("*** %6.2fs  %s down (%s), detected after %.1f ms\n", Secs(now), w.name.c_str(),
@@ -628,8 +641,21 @@ class Launcher {
       if (f.when_all_up) {
         for (const auto& w : workers_) ready = ready && w.up && w.hello && !w.recovering;
       }
+      if (f.kind == FaultSpec::Kind::kCrashAt && f.during_recovery) {  // arms the next incarnation, whenever it starts
+        fault_done_.insert(i);
+        for (auto* w : targets) w->arm_next = f.point;
+        continue;
+      }
       if (!ready) continue;
       fault_done_.insert(i);
+      if (f.kind == FaultSpec::Kind::kCrashAt) {
+        for (auto* w : targets) {
+          SendTo(w->routing, {{"type", "arm"}, {"point", f.point}});
+          w->armed_point = f.point;
+          std::printf("*** %6.2fs  armed %s to crash at %s\n", Secs(now), w->name.c_str(), f.point.c_str());
+        }
+        continue;
+      }
       for (auto* w : targets) {
         const bool pause = f.kind == FaultSpec::Kind::kPause;
         kill(w->pid, pause ? SIGSTOP : SIGKILL);
@@ -778,7 +804,7 @@ class Launcher {
       const double detect_ms = c.detected_at ? static_cast<double>(c.detected_at - c.fault_at) / kMs : -1;
       const double restart_ms = c.restarted_at ? static_cast<double>(c.restarted_at - c.fault_at) / kMs : -1;
       const double recovered_ms = c.recovered ? static_cast<double>(c.recovered_at - c.fault_at) / kMs : -1;
-      const bool injected = c.how != "failed";  // else its times count from its detection
+      const bool injected = Timed(c);  // else its times count from its detection
       const std::string meanwhile = during.empty() ? "" : fmt::format("; latency meanwhile p50 {:.2f} ms, p99 {:.2f} ms",
                                                                       PercentileMs(during, 0.5), PercentileMs(during, 0.99));
       std::printf("%s %s: detected %s (%s), new incarnation up after %.1f ms, recovered after %.1f ms "

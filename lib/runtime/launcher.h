@@ -17,7 +17,11 @@ namespace lstash::runtime {
 // A fault to inject. Targets name a worker ("source", "map0", "reduce1" or
 // a worker id) or a store shard ("store0").
 struct FaultSpec {
-  enum class Kind { kKill, kPause } kind = Kind::kKill;
+  // kCrashAt: the target kills itself at the next pass through a failure
+  // point inside the library (`point`, a FailurePointName), armed at at_s;
+  // with during_recovery, its next incarnation is started armed instead.
+  enum class Kind { kKill, kPause, kCrashAt } kind = Kind::kKill;
+  std::string point;
   std::vector<std::string> targets;  // several: at the same moment
   double at_s = 0;                   // seconds after the job started
   double pause_s = 0;                // kPause: how long the target stays stopped
@@ -101,6 +105,7 @@ struct JobReport {
   std::uint64_t stash_bytes_peak = 0;  // the most any one worker reported holding
   std::uint64_t net_faults_injected = 0;  // frames lost, duplicated, reordered or delayed, as last reported
   int zombies_fenced = 0;
+  int crash_points_armed_and_down = 0;  // workers armed at a failure point that went down (crash tests)
   std::vector<CrashReport> crashes;
 };
 

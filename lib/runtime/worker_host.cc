@@ -7,6 +7,7 @@
 #include <lstash/remote_store.h>
 #include <lstash/transport.h>
 
+#include <signal.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -173,6 +174,12 @@ class Host {
     wo.max_forward = o_.max_forward;
     wo.lease_nanos = o_.lease_nanos;
     wo.listener = &listener_;
+    if (auto p = ParseFailurePoint(o_.crash_at)) armed_ = static_cast<int>(*p);
+    wo.failure_point_hook = [this](FailurePoint p) {
+      if (armed_.load() != static_cast<int>(p)) return;
+      std::fprintf(stderr, "worker %u: crash test: SIGKILL at %s\n", o_.id, std::string(FailurePointName(p)).c_str());
+      raise(SIGKILL);
+    };
     LSTASH_ASSIGN_OR_RETURN(worker_, Worker::Open(wo, store_.get()));
 
     LSTASH_ASSIGN_OR_RETURN(app_, workloads::MakeApp(o_.app, {o_.id, wo.num_workers, o_.app_config}));
@@ -214,6 +221,9 @@ class Host {
       const std::string type = m["type"];
       if (type == "shutdown") return false;
       if (type == "peer_down") worker_->PeerDown(m.value("peer", 0u));
+      if (type == "arm") {  // a crash test: die at the next pass through this point
+        if (auto p = ParseFailurePoint(m.value("point", ""))) armed_ = static_cast<int>(*p);
+      }
     }
     return true;
   }
@@ -292,6 +302,7 @@ class Host {
                 {"status", r.status.ToString()}});
       }
       if (!result_sent && !worker_->recovering() && app_->Finished()) {
+        Heartbeat();  // the last statistics go first
         Report({{"type", "result"}, {"snapshot", workloads::ToHex(app_->Snapshot())}});
         result_sent = true;
       }
@@ -332,6 +343,7 @@ class Host {
   std::unique_ptr<workloads::App> app_;
   std::unique_ptr<Transport> transport_;
   std::unique_ptr<ControlChannel> control_;
+  std::atomic<int> armed_{-1};  // a FailurePoint to die at; the flusher thread reads it
 };
 
 }  // namespace

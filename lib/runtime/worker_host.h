@@ -33,6 +33,7 @@ struct HostOptions {
   std::int64_t store_deadline_nanos = 10'000'000'000;
   std::optional<CurveSecurity> transport_curve;  // server_keys[w]: worker w's key
   std::optional<CurveSecurity> store_curve;      // server_keys[k]: store shard k's key
+  std::string crash_at;                          // a failure point (FailurePointName): the process kills itself there
   std::string net_faults;                        // faults on frames this worker sends (net/faulty_transport.h)
   std::uint64_t net_fault_seed = 1;
 };
