@@ -1508,12 +1508,15 @@ Result<std::size_t> WorkerImpl::FlushRound() {
     if (pending_checkpoint_ && pending_checkpoint_->at <= committed_) {
       checkpoint = std::move(pending_checkpoint_);
       pending_checkpoint_.reset();
+      checkpoint_in_flight_ = true;  // Sync waits for it too
     }
   }
   if (checkpoint) {
     Status s = store_->PutCheckpoint(options_.id, epoch, checkpoint->at, checkpoint->bytes);
     if (s.ok()) FailurePointHere(FailurePoint::kMidCheckpoint);
     Locked lock(this);
+    checkpoint_in_flight_ = false;
+    commit_cv_.notify_all();
     if (s.ok()) {
       checkpoint_durable_at_ = std::max(checkpoint_durable_at_, checkpoint->at);
       ++metrics_.checkpoints;
@@ -1571,13 +1574,13 @@ Status WorkerImpl::Sync(std::int64_t timeout_nanos) {
     {
       Locked lock(this);
       LSTASH_RETURN_IF_ERROR(CheckUsable());
-      if (committed_ >= log_end_ && !pending_checkpoint_) return Status::OK();
+      if (committed_ >= log_end_ && !pending_checkpoint_ && !checkpoint_in_flight_) return Status::OK();
       if (options_.background_flush) {
         WakeFlusher();
         commit_cv_.wait_until(lock.lock(), std::min(deadline, std::chrono::steady_clock::now() +
                                                                   std::chrono::milliseconds(1)));
         LSTASH_RETURN_IF_ERROR(CheckUsable());
-        if (committed_ >= log_end_ && !pending_checkpoint_) return Status::OK();
+        if (committed_ >= log_end_ && !pending_checkpoint_ && !checkpoint_in_flight_) return Status::OK();
       }
     }
     if (!options_.background_flush) {

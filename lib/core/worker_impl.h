@@ -225,6 +225,7 @@ class WorkerImpl final : public Worker {
   LogIndex flushed_upto_ = 0;  // handed to the store (>= committed_)
   LogIndex checkpoint_durable_at_ = 0;
   std::optional<PendingCheckpoint> pending_checkpoint_;
+  bool checkpoint_in_flight_ = false;  // taken by a flush round, not yet answered by the store
   bool flush_in_progress_ = false;
 
   Stash stash_;

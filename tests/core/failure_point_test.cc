@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -244,6 +245,34 @@ TEST_F(FailurePointOrderTest, WithBackgroundFlushTheFlushPointsFireOnTheFlusherT
   std::lock_guard<std::mutex> lock(mu_);
   ASSERT_EQ(threads_.size(), 1u);
   EXPECT_NE(*threads_.begin(), std::this_thread::get_id());
+}
+
+// Sync must not return while the flusher's checkpoint write is unanswered:
+// the flusher is held at mid-checkpoint (the write done, not yet recorded).
+TEST_F(FailurePointTest, SyncWaitsForACheckpointTheFlusherHasTakenButNotFinished) {
+  std::promise<void> reached, release;
+  std::shared_future<void> released = release.get_future().share();
+  WorkerOptions o = Options(0, 1);
+  o.background_flush = true;
+  o.flush_interval_nanos = 3'600'000 * kMillis;  // the flusher runs only when Sync wakes it
+  o.failure_point_hook = [&](FailurePoint p) {
+    if (p != FailurePoint::kMidCheckpoint) return;
+    reached.set_value();
+    released.wait();
+  };
+  auto a = Open(o, store_.get());
+  ASSERT_NE(a, nullptr);
+  ASSERT_TRUE(a->NextTask().value().has_value());
+  ASSERT_TRUE(a->Random().ok());
+  CORE_ASSERT_OK(a->Checkpoint("snap"));
+  std::thread first_sync([&] { (void)a->Sync(10'000 * kMillis); });  // wakes the flusher
+  reached.get_future().wait();
+  EXPECT_EQ(a->Sync(50 * kMillis).code(), Code::kDeadlineExceeded) << "the checkpoint is still in flight";
+  EXPECT_EQ(a->GetMetrics().checkpoints, 0u);
+  release.set_value();
+  first_sync.join();
+  CORE_ASSERT_OK(a->Sync(10'000 * kMillis));
+  EXPECT_EQ(a->GetMetrics().checkpoints, 1u);
 }
 
 TEST_F(FailurePointOrderTest, WriteFirstCheckpointPointFiresInsideCheckpointWithoutTheLock) {
