@@ -54,6 +54,9 @@ struct StoreServerOptions {
   std::int64_t write_delay_nanos = 0;
   // CURVE: curve->allowed_clients are the keys that may connect.
   std::optional<CurveSecurity> curve;
+  // A file recording every acknowledged append and checkpoint, for the
+  // failure-injection harness's durability check. Empty: none.
+  std::string ack_journal;
 };
 
 struct StoreServerMetrics {

@@ -2,6 +2,7 @@
 
 #include "runtime/launcher.h"
 #include "sim/sim.h"
+#include "storeserver/ack_journal.h"
 
 #include <fmt/format.h>
 
@@ -20,7 +21,9 @@ namespace {
 // What each runner can inject today. The simulator's scheduler picks when
 // each frame is delivered, and lets later frames overtake, so "reorder" and
 // "delay" there ask for what it does anyway.
-const std::set<std::string> kSimFaults = {"kill", "store-loss", "reorder", "delay", "dup", "loss"};
+const std::set<std::string> kSimFaults = {"kill",         "store-loss",  "reorder",     "delay",
+                                          "dup",          "loss",        "before-flush", "after-flush",
+                                          "mid-forward",  "mid-recovery", "mid-checkpoint"};
 const std::set<std::string> kProcessFaults = {"kill",        "kill-at-once",  "kill-during-recovery", "store-restart",
                                               "pause",       "slow-store",    "dup",                  "delay",
                                               "reorder",     "loss",          "before-flush",         "after-flush",
@@ -90,6 +93,23 @@ void CheckMemory(std::uint64_t stash_bytes_peak, HarnessResult* r) {
   }
 }
 
+// Every write a store server acknowledged is still in its store, now that
+// every process is gone (read straight from the RocksDB directory).
+void CheckDurability(const std::string& run_dir, std::uint32_t stores, HarnessResult* r) {
+  for (std::uint32_t k = 0; k < stores; ++k) {
+    const std::string dir = fmt::format("{}/store{}", run_dir, k);
+    auto store = OpenRocksDbStore(dir);
+    auto report = store.ok() ? store_journal::CheckDurability(dir + ".acks", store->get())
+                             : Result<store_journal::DurabilityReport>(store.status());
+    if (!report.ok()) {
+      r->violations.push_back(fmt::format("durability: cannot check store {}: {}", k, report.status().ToString()));
+      continue;
+    }
+    r->durability_entries_checked += report->entries_checked;
+    r->violations.insert(r->violations.end(), report->violations.begin(), report->violations.end());
+  }
+}
+
 Result<HarnessResult> RunSim(const HarnessOptions& o, const Protocol& p) {
   sim::SimConfig c = sim::ConfigFromSeed(o.workload, o.seed);
   if (o.workers_given) c.workers = o.workers;
@@ -99,6 +119,13 @@ Result<HarnessResult> RunSim(const HarnessOptions& o, const Protocol& p) {
     c.store_fault_percent = Count(Find(o.faults, "store-loss"), 0);
     c.dup_percent = Count(Find(o.faults, "dup"), Find(o.faults, "dup") ? kDefaultDupPercent : 0);
     c.loss_percent = Count(Find(o.faults, "loss"), Find(o.faults, "loss") ? kDefaultLossPercent : 0);
+    for (const auto& point : kFailurePoints) {
+      const Fault* f = Find(o.faults, point);
+      if (f == nullptr) continue;
+      c.failure_points.push_back(*ParseFailurePoint(point));
+      c.point_crashes = std::max(c.point_crashes, Count(f, 2));
+    }
+    if (!c.failure_points.empty() && c.checkpoint_every == 0) c.checkpoint_every = 5;  // checkpoints to crash in
   }
   c.f = std::min(c.f, c.workers - 1);
   c.mode = p.mode;
@@ -107,7 +134,7 @@ Result<HarnessResult> RunSim(const HarnessOptions& o, const Protocol& p) {
   HarnessResult r;
   r.workers = c.workers;
   r.completed = s.completed;
-  r.faults_injected = s.crashes + s.frames_duplicated + s.frames_lost;
+  r.faults_injected = s.crashes + s.frames_duplicated + s.frames_lost;  // crashes include those at failure points
   r.recoveries = s.recoveries;
   r.violations = s.violations;
   r.recovery_ms = s.recovery_ms;
@@ -135,6 +162,7 @@ Result<HarnessResult> RunProcesses(const HarnessOptions& o, const Protocol& p) {
   if (mkdtemp(run_dir.data()) == nullptr) return IOError("cannot create a run directory in " + run_dir);
   ro.run_dir = run_dir;
   ro.worker_log = "debug";
+  ro.ack_journals = true;
 
   std::vector<std::string> names;
   for (WorkerId w = 0; w < o.workers; ++w) names.push_back(std::to_string(w));
@@ -246,6 +274,7 @@ Result<HarnessResult> RunProcesses(const HarnessOptions& o, const Protocol& p) {
   }
   r.violations.insert(r.violations.end(), job.violations.begin(), job.violations.end());
   CheckMemory(job.stash_bytes_peak, &r);
+  CheckDurability(run_dir, ro.stores, &r);
   std::error_code ec;
   if (r.violations.empty()) {
     std::filesystem::remove_all(run_dir, ec);

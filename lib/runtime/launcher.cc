@@ -307,6 +307,7 @@ class Launcher {
                                      "--data", s.dir};
     if (!o_.store_sync) argv.push_back("--no-sync");
     if (o_.store_write_delay_ms > 0) argv.insert(argv.end(), {"--write-delay-ms", fmt::format("{}", o_.store_write_delay_ms)});
+    if (o_.ack_journals) argv.insert(argv.end(), {"--ack-journal", s.dir + ".acks"});
     if (!keys_dir_.empty()) {
       argv.insert(argv.end(), {"--keys", keys_dir_, "--name", fmt::format("store-{}", s.shard)});
     }

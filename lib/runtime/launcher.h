@@ -64,6 +64,7 @@ struct RunOptions {
   bool curve = false;               // generate keys and authenticate + encrypt every socket
   bool store_sync = true;
   double store_write_delay_ms = 0;  // a slow store: added before each write
+  bool ack_journals = false;        // each store server journals what it acknowledged: RUN_DIR/storeK.acks
   std::string net_faults;           // every worker's sent frames: "loss:2,dup:5,reorder:10,delay:5ms"
   std::uint64_t net_fault_seed = 1; // each incarnation of each worker draws from its own seed derived from this
   std::string bin_dir;              // where lstash-worker and lstash-store are (default: next to lstash-run)

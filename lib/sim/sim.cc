@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <map>
 #include <random>
+#include <set>
 #include <sstream>
 
 namespace lstash::sim {
@@ -53,7 +54,17 @@ class FaultyStore final : public StoreWrapper {
   FaultyStore(Store* target, std::uint64_t seed, std::uint32_t percent)
       : StoreWrapper(target), rng_(seed), percent_(percent) {}
 
+  // The incarnation died at a failure point: nothing it writes from now on
+  // reaches the store.
+  void Kill(WorkerId w, Epoch e) { dead_.insert({w, e}); }
+
+  Status SetEpochStart(WorkerId w, Epoch e, LogIndex start) override {
+    if (dead_.count({w, e})) return Unavailable("injected: the process died at a failure point");
+    return target()->SetEpochStart(w, e, start);
+  }
+
   Status Append(WorkerId w, Epoch e, std::span<const LogRecord> r, std::span<const LineageCopy> c) override {
+    if (dead_.count({w, e})) return Unavailable("injected: the process died at a failure point");
     switch (Roll()) {
       case Fault::kLoseRequest: return Unavailable("injected: append request lost");
       case Fault::kLoseResponse: {
@@ -66,6 +77,7 @@ class FaultyStore final : public StoreWrapper {
   }
 
   Status PutCheckpoint(WorkerId w, Epoch e, LogIndex at, std::string_view r) override {
+    if (dead_.count({w, e})) return Unavailable("injected: the process died at a failure point");
     switch (Roll()) {
       case Fault::kLoseRequest: return Unavailable("injected: checkpoint request lost");
       case Fault::kLoseResponse: {
@@ -85,6 +97,7 @@ class FaultyStore final : public StoreWrapper {
   }
   std::mt19937_64 rng_;
   std::uint32_t percent_;
+  std::set<std::pair<WorkerId, Epoch>> dead_;
 };
 
 struct SimCrash {};
@@ -158,6 +171,8 @@ class Simulation {
     std::unique_ptr<workloads::App> app;
     SimListener listener;
     bool up = false;
+    bool hit = false;  // died at a failure point during this step; crashed at its end
+    Epoch epoch = 0;
     std::int64_t started_at = 0;
     std::uint32_t since_checkpoint = 0;
     LogIndex log_end_seen = 0;  // furthest log index this worker ever created
@@ -181,6 +196,8 @@ class Simulation {
   bool Healed(const Node& n);
   std::uint32_t FailedCount();
   bool CanCrash() { return crashes_left_ > 0 && FailedCount() < c_.f; }
+  void OnFailurePoint(WorkerId w, FailurePoint p);
+  void CrashThoseHit();
   void CrashSome();
   bool Quiescent();
   std::size_t InFlight() const {
@@ -199,6 +216,9 @@ class Simulation {
   std::vector<Node> nodes_;
   std::vector<std::deque<std::string>> channels_;
   std::uint32_t crashes_left_ = 0;
+  std::uint32_t point_crashes_left_ = 0;
+  std::size_t next_point_ = 0;  // index into c_.failure_points of the one that may kill next
+  bool points_armed_ = false;  // failure points may kill now (not while checking quiescence)
   SimResult result_;
   bool aborted_ = false;
 };
@@ -216,9 +236,12 @@ Status Simulation::Start(WorkerId w) {
   o.listener = &n.listener;
   o.breakage = c_.breakage;
   o.resend_after_nanos = 30 * kMillis;
+  if (!c_.failure_points.empty()) o.failure_point_hook = [this, w](FailurePoint p) { OnFailurePoint(w, p); };
   auto worker = Worker::Open(o, faulty_.get());
   if (!worker.ok()) return worker.status().WithContext("opening worker " + std::to_string(w));
   n.worker = std::move(*worker);
+  n.epoch = n.worker->epoch();
+  n.hit = false;
   LSTASH_ASSIGN_OR_RETURN(n.app, workloads::MakeApp(c_.workload, {w, c_.workers, AppConfig(c_)}));
   if (auto snapshot = n.worker->TakeRestoredSnapshot()) LSTASH_RETURN_IF_ERROR(n.app->Restore(*snapshot));
   spdlog::debug("sim: step {} start w{} epoch {}", result_.steps, w, n.worker->epoch());
@@ -263,6 +286,7 @@ void Simulation::Crash(WorkerId w) {
 }
 
 void Simulation::Pump(WorkerId w) {
+  if (nodes_[w].hit) return;  // its frames die with it
   for (auto& f : nodes_[w].worker->TakeFrames()) Channel(w, f.dest).push_back(std::move(f.bytes));
 }
 
@@ -309,6 +333,7 @@ bool Simulation::RunTask(WorkerId w, bool allow_crash) {
     Pump(w);
     return false;
   }
+  if (n.hit) return true;  // died handing out the task (mid-recovery)
   // Sometimes die in the middle of the task, after its k-th submit.
   int crash_after = allow_crash && Chance(3) ? static_cast<int>(Rand(3)) : -1;
   CrashingWorker worker(n.worker.get(), crash_after);
@@ -353,6 +378,32 @@ void Simulation::FlushStep(WorkerId w, bool allow_crash) {
     return;
   }
   Pump(w);
+}
+
+// Called from inside the library, on this thread: marks the worker dead at
+// this point. The store refuses its writes from here on, Pump drops its
+// frames, and the step's end crashes it.
+void Simulation::OnFailurePoint(WorkerId w, FailurePoint p) {
+  Node& n = nodes_[w];
+  if (!points_armed_ || n.hit || point_crashes_left_ == 0) return;
+  // One point at a time is live, chosen at random, so that rarely passed
+  // points (mid-checkpoint) get their turn beside frequent ones (mid-forward).
+  // mid-recovery is passed once per recovery; the others over and over.
+  if (p != c_.failure_points[next_point_] || !Chance(p == FailurePoint::kMidRecovery ? 50 : 5)) return;
+  const bool already_failed = FailedCount() > 0 && n.failed;  // dying again while it recovers adds no failure
+  if (!already_failed && FailedCount() >= c_.f) return;
+  next_point_ = Rand(c_.failure_points.size());
+  spdlog::debug("sim: step {} w{} dies at {}", result_.steps, w, FailurePointName(p));
+  n.hit = true;
+  faulty_->Kill(w, n.epoch);
+  --point_crashes_left_;
+  ++result_.point_crashes;
+}
+
+void Simulation::CrashThoseHit() {
+  for (WorkerId w = 0; w < c_.workers; ++w) {
+    if (nodes_[w].up && nodes_[w].hit) Crash(w);
+  }
 }
 
 void Simulation::TickAll(std::int64_t advance) {
@@ -419,6 +470,7 @@ void Simulation::CrashSome() {
 }
 
 bool Simulation::Quiescent() {
+  points_armed_ = false;
   for (auto& n : nodes_) {
     if (!n.up || n.worker->recovering()) return false;
   }
@@ -461,10 +513,14 @@ SimResult Simulation::Run() {
     }
   }
   crashes_left_ = c_.crashes;
+  point_crashes_left_ = c_.point_crashes;
+  if (!c_.failure_points.empty()) next_point_ = Rand(c_.failure_points.size());
   // Crashes are spread over the first stretch of the run.
   const std::uint64_t crash_window = 400 + 60ull * c_.workers * c_.tokens;
   for (result_.steps = 0; result_.steps < c_.max_steps && !aborted_; ++result_.steps) {
+    CrashThoseHit();
     const bool may_crash = result_.steps < crash_window && CanCrash();
+    points_armed_ = result_.steps < crash_window;
     if (may_crash && Chance(1)) {
       CrashSome();
       continue;
@@ -556,7 +612,9 @@ std::string SimConfig::ReplayCommand() const {
   std::ostringstream s;
   s << "build/bin/lstash-harness --sim --workload " << workload << " --seed " << seed << " --workers " << workers
     << " --f " << f << " --faults kill:" << crashes << ",store-loss:" << store_fault_percent
-    << (dup_percent ? ",dup:" + std::to_string(dup_percent) : "") << (loss_percent ? ",loss:" + std::to_string(loss_percent) : "")
+    << (dup_percent ? ",dup:" + std::to_string(dup_percent) : "") << (loss_percent ? ",loss:" + std::to_string(loss_percent) : "");
+  for (FailurePoint p : failure_points) s << "," << FailurePointName(p) << ":" << point_crashes;
+  s
     << " --protocol "
     << (breakage != Breakage::kNone ? BreakageName(breakage) : ModeName(mode));
   return s.str();

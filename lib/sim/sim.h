@@ -31,6 +31,12 @@ struct SimConfig {
   std::uint32_t store_fault_percent = 5;  // % of store appends that lose the request or the response
   std::uint32_t dup_percent = 0;     // % of frame deliveries that leave a copy behind, delivered again later
   std::uint32_t loss_percent = 0;    // % of frames lost in transit (their senders resend)
+  // Crashes at named points inside the library (WorkerOptions::
+  // failure_point_hook): up to point_crashes of them, each at a random pass
+  // through one of these points. Nothing the worker does after the point
+  // reaches the store or the network.
+  std::vector<FailurePoint> failure_points;
+  std::uint32_t point_crashes = 0;
   bool rocksdb = false;              // RocksDB store in a temp dir instead of the memory store
   Mode mode = Mode::kLineageStash;
   Breakage breakage = Breakage::kNone;
@@ -55,6 +61,7 @@ struct SimResult {
   std::uint64_t frames_delivered = 0;
   std::uint64_t frames_duplicated = 0;  // by the network (dup_percent)
   std::uint64_t frames_lost = 0;        // by the network (loss_percent)
+  std::uint64_t point_crashes = 0;      // workers killed at a failure point
   std::uint64_t piggybacked_entries = 0;
   std::uint64_t stash_bytes_peak = 0;
   std::vector<double> recovery_ms;      // virtual time from restart to replay done

@@ -27,11 +27,11 @@
 // Leases. RenewLease(w, e, d) (fenced like a write) sets incarnation e's
 // lease to expire d after now on the server's steady clock. Append,
 // SetEpochStart and PutCheckpoint from an incarnation whose lease ran out
-// fail with kFailedPrecondition. An incarnation that never renewed its
-// lease has no lease constraint, so users that do not renew (embedded-style
-// users of the remote store, tests) are unaffected. A lapsed lease cannot be
-// renewed: the incarnation can no longer write at all (its replacement may
-// have started) and must be replaced. A BeginIncarnation ends the previous
+// fail with kUnavailable: the writer must renew before writing again, and
+// learns there whether it was replaced (a fenced renewal fails with
+// kFailedPrecondition). An incarnation that never renewed its lease has no
+// lease constraint, so users that do not renew (embedded-style users of the
+// remote store, tests) are unaffected. A BeginIncarnation ends the previous
 // incarnation's lease (it is fenced anyway). Leases live in the
 // server's memory: after a restart every incarnation is unconstrained again
 // until it next renews (fencing by epoch is durable and unaffected).
@@ -42,6 +42,8 @@
 
 #include <lstash/remote_store.h>
 #include <spdlog/spdlog.h>
+
+#include "storeserver/ack_journal.h"
 
 #include <atomic>
 #include <chrono>
@@ -98,8 +100,12 @@ std::string_view MessageView(const zmq::message_t& m) { return std::string_view(
 
 class ServerImpl final : public StoreServer {
  public:
-  ServerImpl(const StoreServerOptions& options, std::unique_ptr<Store> store)
-      : options_(options), store_(std::move(store)), ops_(rocksdb_layout::GetServerOps(store_.get())) {}
+  ServerImpl(const StoreServerOptions& options, std::unique_ptr<Store> store,
+             std::unique_ptr<store_journal::AckJournal> journal)
+      : options_(options),
+        journal_(std::move(journal)),
+        store_(std::move(store)),
+        ops_(rocksdb_layout::GetServerOps(store_.get())) {}
 
   ~ServerImpl() override { Stop(); }
 
@@ -142,6 +148,7 @@ class ServerImpl final : public StoreServer {
   Status RenewLease(WorkerId worker, Epoch epoch, std::int64_t duration_nanos);
 
   const StoreServerOptions options_;
+  std::unique_ptr<store_journal::AckJournal> journal_;  // null: no journal
   std::unique_ptr<Store> store_;
   rocksdb_layout::ServerOps* const ops_;
   std::string endpoint_;
@@ -492,6 +499,7 @@ Response ServerImpl::Execute(Request& r) {
     case Method::kAppend:
       out.status = CheckLease(r.worker, r.epoch);
       if (out.status.ok()) out.status = store_->Append(r.worker, r.epoch, r.records, r.copies);
+      if (out.status.ok() && journal_) journal_->RecordAppend(r.worker, r.epoch, r.records);
       break;
     case Method::kReadCopies:
       out.status = store_->ReadCopies(r.worker, r.index, &out.copies);
@@ -506,6 +514,7 @@ Response ServerImpl::Execute(Request& r) {
     case Method::kPutCheckpoint:
       out.status = CheckLease(r.worker, r.epoch);
       if (out.status.ok()) out.status = store_->PutCheckpoint(r.worker, r.epoch, r.index, r.bytes);
+      if (out.status.ok() && journal_) journal_->RecordCheckpoint(r.worker, r.epoch, r.index);
       break;
     case Method::kLatestCheckpoint: {
       Result<std::optional<StoredCheckpoint>> checkpoint = store_->LatestCheckpoint(r.worker);
@@ -538,7 +547,11 @@ Result<std::unique_ptr<StoreServer>> StoreServer::Start(const StoreServerOptions
   store_options.sync = options.sync;
   Result<std::unique_ptr<Store>> store = OpenRocksDbStore(options.data_dir, store_options);
   if (!store.ok()) return store.status();
-  auto server = std::make_unique<ServerImpl>(options, std::move(store).value());
+  std::unique_ptr<store_journal::AckJournal> journal;
+  if (!options.ack_journal.empty()) {
+    LSTASH_ASSIGN_OR_RETURN(journal, store_journal::AckJournal::Open(options.ack_journal));
+  }
+  auto server = std::make_unique<ServerImpl>(options, std::move(store).value(), std::move(journal));
   LSTASH_RETURN_IF_ERROR(server->Listen());
   server->Run();
   return std::unique_ptr<StoreServer>(std::move(server));

@@ -64,6 +64,8 @@ int main(int argc, char** argv) {
   double write_delay_ms = 0;
   cli.add_option("--write-delay-ms", write_delay_ms, "add this delay before each write (a slow store, for tests)")
       ->check(CLI::Range(0.0, 10000.0));
+  cli.add_option("--ack-journal", options.ack_journal,
+                 "append every acknowledged write to this file (the harness's durability check)");
   cli.add_option("--curve-secret", curve_secret, "CURVE: our key pair, KEYDIR/NAME (reads KEYDIR/NAME.key)");
   cli.add_option("--curve-allow", curve_allow, "CURVE: directory whose *.pub keys may connect");
   cli.add_option("--keys", keys_dir, "CURVE: key directory (with --name): our key NAME, allow every *.pub in it");

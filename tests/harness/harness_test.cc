@@ -90,8 +90,10 @@ TEST(HarnessFaults, EachRunnerRefusesWhatItCannotInjectYet) {
   EXPECT_TRUE(Validate(o).ok());
   o.faults = {{"dup", "10"}, {"loss", "5"}, {"reorder", ""}, {"delay", "2ms"}};
   EXPECT_TRUE(Validate(o).ok());
-  o.faults = {{"after-flush", ""}};
-  EXPECT_EQ(Validate(o).code(), Code::kInvalidArgument) << "no failure points in the simulator yet";
+  o.faults = {{"after-flush", ""}, {"mid-recovery", "3"}};
+  EXPECT_TRUE(Validate(o).ok());
+  o.faults = {{"slow-store", "1ms"}};
+  EXPECT_EQ(Validate(o).code(), Code::kInvalidArgument) << "the simulator's store has no delay";
   o.faults = {};
   o.workload = "wordcount";
   EXPECT_TRUE(Validate(o).ok());
@@ -171,6 +173,8 @@ TEST(HarnessSweep, WordcountOnRealProcessesTwoAtOnceAndAStoreRestart) {
   ExpectClean(r);
   EXPECT_EQ(r.summary.value("faults_injected", 0), 3) << r.output;
   EXPECT_EQ(r.summary.value("recoveries", 0), 2) << r.output;
+  // Every write the store acknowledged, across its restart, was found again.
+  EXPECT_GT(r.summary.value("durability_entries_checked", 0), 100) << r.output;
 }
 
 // The other workloads as processes, each under a different mix, with the
