@@ -21,7 +21,8 @@
 // Checks on every received message (failures are counted in `rejected` and
 // logged, the first 10 and then every 1000th):
 //   - exactly one payload part;
-//   - the routing id is a decimal worker id of the job, not ours;
+//   - the routing id starts with a decimal worker id of the job, not ours
+//     (then ".<connection tag>": each connection's id is its own);
 //   - with CURVE: the connection's authenticated key (the ZAP handler's
 //     User-Id) is server_keys[routing id], so a peer cannot claim another
 //     worker's id (every worker's own public key is listed there).
@@ -32,6 +33,7 @@
 // ZeroMQ errors are caught here and returned as Status; nothing throws out.
 
 #include <lstash/transport.h>
+#include <unistd.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -59,7 +61,9 @@ constexpr int kReconnectIvlMaxMs = 500;   // backoff cap
 // stream_engine_base.cpp, libzmq issues #4364, #4767).
 constexpr std::size_t kMaxDrainPerPoll = 8192;
 
+// The worker id a routing id names: "<id>" or "<id>.<connection tag>".
 std::optional<WorkerId> ParseWorkerId(std::string_view text, std::size_t num_workers) {
+  text = text.substr(0, text.find('.'));
   if (text.empty() || text.size() > 10 || (text.size() > 1 && text[0] == '0')) return std::nullopt;
   std::uint64_t value = 0;
   for (char c : text) {
@@ -108,6 +112,13 @@ class ZmqTransport final : public Transport {
   std::unique_ptr<net::ZapAuthenticator> zap_;
   zmq::socket_t router_;
   std::vector<zmq::socket_t> dealers_;     // [self] holds no socket
+  // Routing ids are "<self>.<tag>.<n>", unique to each connection: a replaced
+  // process of the same worker (a zombie) that connects to a peer must not
+  // take over our connection's id there (ROUTER handover), or our frames
+  // would vanish once it exits.
+  const std::string connection_tag_ = std::to_string(::getpid()) + "-" + std::to_string(
+      std::chrono::steady_clock::now().time_since_epoch().count() & 0xffffffff);
+  std::uint64_t connections_made_ = 0;
   std::vector<std::string> peer_keys_;     // with CURVE: canonical server_keys
   std::deque<std::string> loopback_;       // frames to ourselves
   TransportMetrics metrics_;
@@ -197,7 +208,8 @@ Status ZmqTransport::SetUpDealer(WorkerId peer) {
   zmq::socket_t& dealer = dealers_[peer];
   try {
     dealer = zmq::socket_t(context_, zmq::socket_type::dealer);
-    dealer.set(zmq::sockopt::routing_id, std::to_string(options_.self));
+    dealer.set(zmq::sockopt::routing_id, std::to_string(options_.self) + "." + connection_tag_ + "." +
+                                             std::to_string(++connections_made_));
     dealer.set(zmq::sockopt::linger, 0);
     dealer.set(zmq::sockopt::sndhwm, options_.send_queue_limit);
     dealer.set(zmq::sockopt::immediate, false);

@@ -79,6 +79,7 @@ struct WorkerSlot {
   std::int64_t restart_at = -1;  // pending restart
   int open_crash = -1;           // index into crashes_ while recovering from one
   nlohmann::json metrics;
+  nlohmann::json app_stats;  // the last heartbeat's, without latency samples
   std::optional<std::string> result;  // its final app snapshot, in hex
   std::string routing;           // control routing id of the current incarnation
   bool remote = false;           // started (and restarted) elsewhere; joins by saying hello
@@ -149,7 +150,9 @@ class Launcher {
                      {"task_interval_ms", interval_ms}};
     } else if (o_.workload == "allreduce") {
       n_workers_ = o_.workers;
-      app_config_ = {{"rounds", static_cast<std::uint64_t>(std::max(1.0, tasks / (2.0 * std::max(1u, o_.workers - 1))))},
+      // Ring steps wait on each other, so time bounds the job, not a count.
+      app_config_ = {{"rounds", 1'000'000},
+                     {"duration_s", o_.duration_s},
                      {"length", std::max<std::uint32_t>(256, o_.workers)},
                      {"task_interval_ms", interval_ms}};
     } else {
@@ -395,6 +398,12 @@ class Launcher {
       if (Done()) return Finish();
       if (now > give_up) {
         std::printf("\nFAIL: the job did not finish within %.0f s of its %.0f s duration\n", o_.grace_s, o_.duration_s);
+        // Where each worker stands, for diagnosis (its last heartbeat).
+        for (const auto& w : workers_) {
+          std::printf("  %s: %s, incarnation %d, epoch %u, result %s; %s\n", w.name.c_str(),
+                      !w.up ? "down" : w.recovering ? "recovering" : "live", w.incarnations, w.epoch,
+                      w.result ? "in" : "missing", (w.metrics.dump() + " " + w.app_stats.dump()).c_str());
+        }
         failed_liveness_ = true;
         return Finish();
       }
@@ -486,6 +495,10 @@ class Launcher {
         w->metrics = m["metrics"];
         report_.stash_bytes_peak = std::max<std::uint64_t>(report_.stash_bytes_peak, w->metrics.value("stash_bytes", 0ull));
         const auto& app = m["app"];
+        if (app.is_object()) {
+          w->app_stats = app;
+          w->app_stats.erase("latency");
+        }
         if (app.contains("emitted")) emitted_ = app["emitted"].get<std::uint64_t>();
         tasks_now_[w->id] = w->metrics.value("tasks_executed", 0ull);
         net_faults_now_[w->id] = w->metrics.value("net_faults", 0ull);

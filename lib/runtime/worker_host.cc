@@ -249,6 +249,9 @@ class Host {
               {"outbox_messages", m.outbox_messages},
               {"transport_rejected", t.rejected},
               {"frames_resent", m.frames_resent},
+              {"frames_deferred", m.frames_deferred},
+              {"log_end", m.log_end},
+              {"committed", m.committed},
               {"duplicates_dropped", m.duplicates_dropped},
               {"net_faults", nf.dropped + nf.duplicated + nf.reordered + nf.delayed}}},
             {"app", std::move(stats)}};

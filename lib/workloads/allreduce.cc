@@ -11,7 +11,8 @@ namespace {
 
 struct Params {
   std::uint32_t workers = 0;
-  std::uint64_t rounds = 4;
+  std::uint64_t rounds = 4;      // at most
+  double duration_s = 0;         // > 0: worker 0 ends the job after the round running at this time
   std::uint64_t length = 64;
   std::int64_t task_interval_nanos = 0;
 };
@@ -22,11 +23,12 @@ Result<Params> ReadParams(const AppContext& c) {
   try {
     p.rounds = c.config.value("rounds", p.rounds);
     p.length = c.config.value("length", p.length);
+    p.duration_s = c.config.value("duration_s", 0.0);
     p.task_interval_nanos = static_cast<std::int64_t>(c.config.value("task_interval_ms", 0.0) * 1e6);
   } catch (const nlohmann::json::exception& e) {
     return InvalidArgument(std::string("allreduce config: ") + e.what());
   }
-  if (p.workers < 2 || p.rounds == 0 || p.length < p.workers || p.length > (1u << 20)) {
+  if (p.workers < 2 || p.rounds == 0 || p.length < p.workers || p.length > (1u << 20) || p.duration_s < 0) {
     return InvalidArgument(fmt::format("allreduce: needs 2+ workers, rounds > 0 and workers <= length <= 2^20 "
                                        "(workers {}, rounds {}, length {})", p.workers, p.rounds, p.length));
   }
@@ -65,7 +67,12 @@ class AllreduceApp final : public App {
   const Vec& result() const { return result_; }
 
   Status Execute(Worker& w, const Task& t) override {
-    if (t.start) return StartRound(w);
+    if (t.start) {
+      if (p_.duration_s > 0 && self_ == 0) {
+        LSTASH_ASSIGN_OR_RETURN(start_, w.Now());
+      }
+      return StartRound(w);
+    }
     Reader r(t.payload);
     std::uint64_t round = 0, step = 0;
     if (!r.u64(&round) || !r.u64(&step) || round >= p_.rounds || step >= 2 * (p_.workers - 1ull) ||
@@ -82,7 +89,7 @@ class AllreduceApp final : public App {
     return Status::OK();
   }
 
-  bool Finished() const override { return digests_.size() == p_.rounds; }
+  bool Finished() const override { return finished_; }
   std::int64_t MinTaskIntervalNanos() const override { return p_.task_interval_nanos; }
   void TakeStats(nlohmann::json* stats) override { (*stats)["rounds"] = digests_.size(); }
 
@@ -90,6 +97,9 @@ class AllreduceApp final : public App {
     Writer w;
     w.u64(round_);
     w.u64(step_);
+    w.u64(stop_seen_);
+    w.u64(finished_);
+    w.u64(static_cast<std::uint64_t>(start_));
     for (const Vec* v : {&acc_, &result_}) {
       for (float x : *v) w.f32(x);
     }
@@ -109,7 +119,11 @@ class AllreduceApp final : public App {
 
   Status Restore(const std::string& bytes) override {
     Reader r(bytes);
-    bool ok = r.u64(&round_) && r.u64(&step_);
+    std::uint64_t stop = 0, finished = 0, start = 0;
+    bool ok = r.u64(&round_) && r.u64(&step_) && r.u64(&stop) && r.u64(&finished) && r.u64(&start);
+    stop_seen_ = stop != 0;
+    finished_ = finished != 0;
+    start_ = static_cast<std::int64_t>(start);
     for (Vec* v : {&acc_, &result_}) {
       for (float& x : *v) ok = ok && r.f32(&x);
     }
@@ -144,6 +158,14 @@ class AllreduceApp final : public App {
     seeds_.push_back(seed);
     acc_ = RoundInput(seed, result_);
     step_ = 0;
+    // Worker 0 decides whether this round is the last (its clock read is
+    // logged); the decision rides on every message of the round, and the
+    // ring carries it to every worker before the round ends.
+    stop_seen_ = round_ + 1 == p_.rounds;
+    if (self_ == 0 && p_.duration_s > 0 && !stop_seen_) {
+      LSTASH_ASSIGN_OR_RETURN(const std::int64_t now, w.Now());
+      stop_seen_ = now - start_ >= static_cast<std::int64_t>(p_.duration_s * 1e9);
+    }
     return SendChunk(w, 0, self_);  // reduce-scatter starts with our own chunk
   }
 
@@ -151,6 +173,7 @@ class AllreduceApp final : public App {
     Writer out;
     out.u64(round_);
     out.u64(step);
+    out.u64(stop_seen_);
     for (std::size_t i = ChunkBegin(k, p_.workers, p_.length); i < ChunkBegin(k + 1, p_.workers, p_.length); ++i) {
       out.f32(acc_[i]);
     }
@@ -160,6 +183,11 @@ class AllreduceApp final : public App {
   // Step step_ of round round_ arrived from the left with `chunk`.
   Status Step(Worker& w, std::string_view chunk) {
     const std::uint64_t n = p_.workers;
+    Reader flag(chunk);
+    std::uint64_t stop = 0;
+    if (!flag.u64(&stop)) return Corruption("allreduce: a step without its stop flag");
+    stop_seen_ = stop_seen_ || stop != 0;
+    chunk = flag.rest();
     const bool scatter = step_ < n - 1;
     // Reduce-scatter step s carries chunk self-1-s; allgather step a, self-a.
     const std::uint64_t k = scatter ? Mod(std::int64_t(self_) - 1 - std::int64_t(step_))
@@ -177,7 +205,10 @@ class AllreduceApp final : public App {
     // The round is done: every chunk holds the sum.
     result_ = acc_;
     digests_.push_back(Digest(result_));
-    if (digests_.size() == p_.rounds) return Status::OK();
+    if (stop_seen_) {
+      finished_ = true;
+      return Status::OK();
+    }
     ++round_;
     return StartRound(w);
   }
@@ -185,6 +216,9 @@ class AllreduceApp final : public App {
   const WorkerId self_;
   const Params p_;
   std::uint64_t round_ = 0, step_ = 0;  // the step expected next from the left
+  bool stop_seen_ = false;              // this round is the last
+  bool finished_ = false;
+  std::int64_t start_ = 0;              // worker 0: when the job started (logged)
   Vec acc_;                             // this round's vector as it is summed
   Vec result_;                          // the last finished round's sum
   std::vector<std::uint64_t> seeds_;    // per round, logged
@@ -206,9 +240,12 @@ std::vector<std::string> CheckAllreduce(const nlohmann::json& config, const std:
   if (!p.ok()) return {p.status().ToString()};
   std::vector<const AllreduceApp*> workers;
   for (const App* a : apps) workers.push_back(static_cast<const AllreduceApp*>(a));
+  // Every worker must have run the same rounds (worker 0 chose how many).
+  const std::uint64_t rounds = workers[0]->digests().size();
+  if (rounds == 0 || rounds > p->rounds) v.push_back(fmt::format("allreduce: worker 0 finished {} rounds", rounds));
   for (std::size_t w = 0; w < workers.size(); ++w) {
-    if (workers[w]->digests().size() != p->rounds || workers[w]->seeds().size() != p->rounds) {
-      v.push_back(fmt::format("allreduce: worker {} finished {} of {} rounds", w, workers[w]->digests().size(), p->rounds));
+    if (workers[w]->digests().size() != rounds || workers[w]->seeds().size() != rounds) {
+      v.push_back(fmt::format("allreduce: worker {} finished {} rounds, worker 0 {}", w, workers[w]->digests().size(), rounds));
     }
   }
   if (!v.empty()) return v;
@@ -217,7 +254,7 @@ std::vector<std::string> CheckAllreduce(const nlohmann::json& config, const std:
   const std::uint64_t n = workers.size();
   std::vector<Vec> previous(n, Vec(p->length));
   Vec sum(p->length);
-  for (std::uint64_t round = 0; round < p->rounds; ++round) {
+  for (std::uint64_t round = 0; round < rounds; ++round) {
     std::vector<Vec> inputs(n);
     for (std::uint64_t w = 0; w < n; ++w) inputs[w] = RoundInput(workers[w]->seeds()[round], previous[w]);
     for (std::uint64_t k = 0; k < n; ++k) {

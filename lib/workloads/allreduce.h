@@ -8,8 +8,9 @@
 // ring adds in; the checker recomputes every round in that order from the
 // logged seeds and compares every worker's result bit for bit.
 //
-// Config: rounds (4), length (64; at least the number of workers),
-// task_interval_ms (0).
+// Config: rounds (4: at most), duration_s (0: run every round; else worker 0
+// makes the round running at that time the last, and the ring tells every
+// worker), length (64; at least the number of workers), task_interval_ms (0).
 #pragma once
 
 #include "workloads/app.h"

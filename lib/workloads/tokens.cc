@@ -110,6 +110,11 @@ class TokenApp : public App {
  public:
   bool Finished() const override { return origins_finished_ == p_.workers; }
   std::int64_t MinTaskIntervalNanos() const override { return p_.task_interval_nanos; }
+  void TakeStats(nlohmann::json* stats) override {
+    (*stats)["applied"] = ledger_.applied.size();
+    (*stats)["tokens_done"] = tokens_done_;
+    (*stats)["origins_finished"] = origins_finished_;
+  }
   const Ledger& ledger() const { return ledger_; }
 
  protected:

@@ -189,6 +189,35 @@ TEST(TransportTest, SendRefusesAnUnknownWorkerAndAnOversizedFrame) {
   EXPECT_EQ(m.sent, 1u);
 }
 
+// A replaced process (a paused zombie) that resumes, connects to a peer and
+// exits must not take its successor's connection to that peer with it. Both
+// connect with worker 1's id; were the routing ids equal, the peer's ROUTER
+// would hand the id over to the zombie's connection and drop the successor's
+// frames from then on.
+TEST(TransportTest, AZombieConnectingAndExitingDoesNotCutItsSuccessorOff) {
+  Endpoints ep(2);
+  ASSERT_TRUE(ep.ok());
+  NET_ASSERT_OK_AND_ASSIGN(auto peer, Transport::Open(Options(0, ep.list())));
+  NET_ASSERT_OK_AND_ASSIGN(auto successor, Transport::Open(Options(1, ep.list())));
+  std::vector<std::vector<Incoming>> got;
+  NET_ASSERT_OK(successor->Send(0, "first"));
+  ASSERT_TRUE(PollUntil({peer.get(), successor.get()}, &got, [&] { return got[0].size() == 1; }));
+  {
+    Endpoints zombie_home(2);  // its own listening socket; it connects to the same peer
+    std::vector<std::string> endpoints = {ep.list()[0], zombie_home.list()[1]};
+    NET_ASSERT_OK_AND_ASSIGN(auto zombie, Transport::Open(Options(1, endpoints)));
+    NET_ASSERT_OK(zombie->Send(0, "from the zombie"));
+    got.assign(2, {});
+    ASSERT_TRUE(PollUntil({peer.get(), zombie.get()}, &got, [&] { return got[0].size() == 1; }));
+  }  // the zombie exits
+  got.assign(2, {});
+  NET_ASSERT_OK(successor->Send(0, "after the zombie left"));
+  ASSERT_TRUE(PollUntil({peer.get(), successor.get()}, &got, [&] { return got[0].size() == 1; }))
+      << "the successor's frames no longer arrive";
+  EXPECT_EQ(got[0][0].bytes, "after the zombie left");
+  EXPECT_EQ(got[0][0].from, 1u);
+}
+
 TEST(TransportTest, RestartedPeerReceivesWhatIsSentAfterwards) {
   Endpoints ep(2);
   ASSERT_TRUE(ep.ok());
