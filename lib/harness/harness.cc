@@ -138,6 +138,7 @@ Result<HarnessResult> RunSim(const HarnessOptions& o, const Protocol& p) {
   r.recoveries = s.recoveries;
   r.violations = s.violations;
   r.recovery_ms = s.recovery_ms;
+  r.durability_entries_checked = s.durability_entries_checked;
   if (!s.completed) r.violations.push_back(fmt::format("liveness: no quiescence within {} steps", c.max_steps));
   CheckMemory(s.stash_bytes_peak, &r);
   return r;

@@ -1,8 +1,8 @@
 // lstash-harness: runs a workload with faults chosen from a seed, on real
 // processes (through the launcher, lib/runtime) or in the deterministic
 // simulator (lib/sim), and checks the run: exactly-once results, no
-// orphans, liveness, the stash's memory cap, and (real processes) that every
-// write a store server acknowledged is still in its store. See docs/reliability.md.
+// orphans, liveness, the stash's memory cap, and that every write the store
+// acknowledged is still in it. See docs/reliability.md.
 #pragma once
 
 #include <lstash/status.h>
@@ -50,7 +50,7 @@ struct HarnessResult {
   std::vector<std::string> violations;
   std::vector<double> recovery_ms;
   std::string kept_logs;  // real processes: where a failing run's logs were kept
-  std::uint64_t durability_entries_checked = 0;  // real processes: acknowledged log entries found again
+  std::uint64_t durability_entries_checked = 0;  // acknowledged log entries found again at the end
 };
 
 // Runs it. The status is not OK only if the run could not be carried out

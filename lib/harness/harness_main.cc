@@ -91,7 +91,7 @@ int main(int argc, char** argv) {
                      {"recovery_ms", r->recovery_ms},
                      {"replay", replay}};
     if (!r->kept_logs.empty()) j["logs"] = r->kept_logs;
-    if (!o.sim) j["durability_entries_checked"] = r->durability_entries_checked;
+    j["durability_entries_checked"] = r->durability_entries_checked;
     std::cout << j.dump() << std::endl;
   }
   return r->violations.empty() && r->completed ? 0 : 1;

@@ -1,5 +1,6 @@
 #include "sim/sim.h"
 
+#include "storeserver/ack_journal.h"
 #include "workloads/app.h"
 #include "wire/format.h"
 
@@ -51,8 +52,10 @@ class SimClock final : public Clock {
 // store server would. Seeded: part of the simulation's determinism.
 class FaultyStore final : public StoreWrapper {
  public:
-  FaultyStore(Store* target, std::uint64_t seed, std::uint32_t percent)
-      : StoreWrapper(target), rng_(seed), percent_(percent) {}
+  // `journal` records every write the store acknowledged to a worker (not
+  // those whose answer was "lost"): the durability check's evidence.
+  FaultyStore(Store* target, std::uint64_t seed, std::uint32_t percent, store_journal::AckJournal* journal)
+      : StoreWrapper(target), rng_(seed), percent_(percent), journal_(journal) {}
 
   // The incarnation died at a failure point: nothing it writes from now on
   // reaches the store.
@@ -73,7 +76,9 @@ class FaultyStore final : public StoreWrapper {
       }
       case Fault::kNone: break;
     }
-    return target()->Append(w, e, r, c);
+    Status s = target()->Append(w, e, r, c);
+    if (s.ok()) journal_->RecordAppend(w, e, r);
+    return s;
   }
 
   Status PutCheckpoint(WorkerId w, Epoch e, LogIndex at, std::string_view r) override {
@@ -86,7 +91,9 @@ class FaultyStore final : public StoreWrapper {
       }
       case Fault::kNone: break;
     }
-    return target()->PutCheckpoint(w, e, at, r);
+    Status s = target()->PutCheckpoint(w, e, at, r);
+    if (s.ok()) journal_->RecordCheckpoint(w, e, at);
+    return s;
   }
 
  private:
@@ -98,6 +105,7 @@ class FaultyStore final : public StoreWrapper {
   std::mt19937_64 rng_;
   std::uint32_t percent_;
   std::set<std::pair<WorkerId, Epoch>> dead_;
+  store_journal::AckJournal* journal_;
 };
 
 struct SimCrash {};
@@ -148,6 +156,7 @@ class Simulation {
     for (auto& n : nodes_) n.worker.reset();
     faulty_.reset();
     store_.reset();
+    journal_.reset();
     if (!dir_.empty()) {
       std::error_code ec;
       std::filesystem::remove_all(dir_, ec);
@@ -212,6 +221,7 @@ class Simulation {
   SimClock clock_;
   std::string dir_;
   std::unique_ptr<Store> store_;
+  std::unique_ptr<store_journal::AckJournal> journal_;
   std::unique_ptr<FaultyStore> faulty_;
   std::vector<Node> nodes_;
   std::vector<std::deque<std::string>> channels_;
@@ -489,13 +499,22 @@ bool Simulation::Quiescent() {
 }
 
 SimResult Simulation::Run() {
+  // A scratch directory: the acknowledgement journal, and the RocksDB store.
+  dir_ = (std::filesystem::temp_directory_path() /
+          ("lstash-sim-" + std::to_string(c_.seed) + "-" + std::to_string(Mix64(reinterpret_cast<std::uintptr_t>(this)))))
+             .string();
+  std::error_code ec;
+  std::filesystem::create_directories(dir_, ec);
+  auto journal = store_journal::AckJournal::Open(dir_ + "/acks");
+  if (!journal.ok()) {
+    Violation("opening the acknowledgement journal: " + journal.status().ToString());
+    return result_;
+  }
+  journal_ = std::move(*journal);
   if (c_.rocksdb) {
-    auto base = std::filesystem::temp_directory_path() / ("lstash-sim-" + std::to_string(c_.seed) + "-" +
-                                                         std::to_string(Mix64(reinterpret_cast<std::uintptr_t>(this))));
-    dir_ = base.string();
     RocksDbStoreOptions so;
     so.sync = false;  // a crash here is a worker crash, not a power cut
-    auto s = OpenRocksDbStore(dir_, so);
+    auto s = OpenRocksDbStore(dir_ + "/db", so);
     if (!s.ok()) {
       Violation("opening the RocksDB store: " + s.status().ToString());
       return result_;
@@ -504,7 +523,7 @@ SimResult Simulation::Run() {
   } else {
     store_ = NewMemoryStore();
   }
-  faulty_ = std::make_unique<FaultyStore>(store_.get(), Mix64(c_.seed ^ 0x5707e), c_.store_fault_percent);
+  faulty_ = std::make_unique<FaultyStore>(store_.get(), Mix64(c_.seed ^ 0x5707e), c_.store_fault_percent, journal_.get());
   for (WorkerId w = 0; w < c_.workers; ++w) {
     Status s = Start(w);
     if (!s.ok()) {
@@ -603,6 +622,14 @@ SimResult Simulation::Run() {
   }
   auto v = workloads::Check(c_.workload, AppConfig(c_), apps).violations;
   result_.violations.insert(result_.violations.end(), v.begin(), v.end());
+  // Durability: every write the store acknowledged is still there.
+  auto durable = store_journal::CheckDurability(dir_ + "/acks", store_.get());
+  if (!durable.ok()) {
+    Violation("durability: " + durable.status().ToString());
+  } else {
+    result_.durability_entries_checked = durable->entries_checked;
+    result_.violations.insert(result_.violations.end(), durable->violations.begin(), durable->violations.end());
+  }
   return result_;
 }
 

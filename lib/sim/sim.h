@@ -62,6 +62,7 @@ struct SimResult {
   std::uint64_t frames_duplicated = 0;  // by the network (dup_percent)
   std::uint64_t frames_lost = 0;        // by the network (loss_percent)
   std::uint64_t point_crashes = 0;      // workers killed at a failure point
+  std::uint64_t durability_entries_checked = 0;  // acknowledged log entries found again at the end
   std::uint64_t piggybacked_entries = 0;
   std::uint64_t stash_bytes_peak = 0;
   std::vector<double> recovery_ms;      // virtual time from restart to replay done

@@ -134,6 +134,7 @@ TEST(HarnessSweep, SimulatorWorkloadsStayCorrect) {
                                "kill:3,dup:10,loss:5"});
     SCOPED_TRACE(std::string(workload) + " with dup and loss");
     ExpectClean(r);
+    EXPECT_GT(r.summary.value("durability_entries_checked", 0), 0) << r.output;
     EXPECT_GT(r.summary.value("faults_injected", 0), 3) << r.output;
   }
 }
