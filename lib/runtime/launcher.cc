@@ -400,8 +400,9 @@ class Launcher {
         std::printf("\nFAIL: the job did not finish within %.0f s of its %.0f s duration\n", o_.grace_s, o_.duration_s);
         // Where each worker stands, for diagnosis (its last heartbeat).
         for (const auto& w : workers_) {
-          std::printf("  %s: %s, incarnation %d, epoch %u, result %s; %s\n", w.name.c_str(),
-                      !w.up ? "down" : w.recovering ? "recovering" : "live", w.incarnations, w.epoch,
+          std::printf("  %s: %s, incarnation %d, epoch %llu, result %s; %s\n", w.name.c_str(),
+                      !w.up ? "down" : w.recovering ? "recovering" : "live", w.incarnations,
+                      static_cast<unsigned long long>(w.epoch),
                       w.result ? "in" : "missing", (w.metrics.dump() + " " + w.app_stats.dump()).c_str());
         }
         failed_liveness_ = true;
@@ -500,8 +501,6 @@ class Launcher {
           w->app_stats.erase("latency");
         }
         if (app.contains("emitted")) emitted_ = app["emitted"].get<std::uint64_t>();
-        tasks_now_[w->id] = w->metrics.value("tasks_executed", 0ull);
-        net_faults_now_[w->id] = w->metrics.value("net_faults", 0ull);
         if (app.contains("latency")) {
           for (const auto& pair : app["latency"]) {
             const std::int64_t emitted_wall = pair[0], latency = pair[1];
@@ -712,18 +711,13 @@ class Launcher {
 
   void Progress(std::int64_t now, std::uint64_t* last_emitted, std::uint64_t* last_flushes,
                 std::vector<std::int64_t>* latencies) {
-    std::uint64_t stash = 0, flushes = 0;
     std::string down;
     for (const auto& w : workers_) {
-      if (w.metrics.is_object()) {
-        stash += w.metrics.value("stash_entries", 0ull);
-        flushes += w.metrics.value("flush_batches", 0ull);
-      }
       if (!w.up) down += " " + w.name + (w.remote && w.incarnations == 0 ? " not joined" : " down");
       else if (w.recovering) down += " " + w.name + " recovering";
     }
-    std::uint64_t tasks = 0;
-    for (const auto& [id, n] : tasks_now_) tasks += n;
+    const std::uint64_t stash = SumMetric("stash_entries"), flushes = SumMetric("flush_batches");
+    const std::uint64_t tasks = SumMetric("tasks_executed");
     const std::string rate = o_.workload == "wordcount" ? fmt::format("{:7} lines/s", emitted_ - *last_emitted)
                                                         : fmt::format("{:7} tasks/s", tasks - std::min(tasks, last_tasks_));
     last_tasks_ = tasks;
@@ -736,6 +730,15 @@ class Launcher {
     *last_emitted = emitted_;
     *last_flushes = flushes;
     latencies->clear();
+  }
+
+  // A counter summed over every worker's last heartbeat.
+  std::uint64_t SumMetric(const char* key) const {
+    std::uint64_t sum = 0;
+    for (const auto& w : workers_) {
+      if (w.metrics.is_object()) sum += w.metrics.value(key, 0ull);
+    }
+    return sum;
   }
 
   bool Done() const {
@@ -798,7 +801,7 @@ class Launcher {
     report_.latency_p50_ms = PercentileMs(all_latencies_, 0.5);
     report_.latency_p99_ms = PercentileMs(all_latencies_, 0.99);
     report_.zombies_fenced = zombies_fenced_;
-    for (const auto& [id, n] : net_faults_now_) report_.net_faults_injected += n;
+    report_.net_faults_injected = SumMetric("net_faults");
 
     const double run_s = Secs(Mono());
     report_.run_s = run_s;
@@ -898,9 +901,7 @@ class Launcher {
   std::int64_t start_ = 0, start_wall_ = 0;
   std::uint64_t emitted_ = 0;
   std::uint32_t n_workers_ = 0;
-  std::map<WorkerId, std::uint64_t> tasks_now_;  // tasks_executed, by worker, from the last heartbeat
   std::uint64_t last_tasks_ = 0;
-  std::map<WorkerId, std::uint64_t> net_faults_now_;
   std::vector<Crash> crashes_;
   std::set<std::size_t> fault_done_;
   std::vector<std::pair<std::int64_t, pid_t>> resumes_;

@@ -67,37 +67,36 @@ class FaultyStore final : public StoreWrapper {
   }
 
   Status Append(WorkerId w, Epoch e, std::span<const LogRecord> r, std::span<const LineageCopy> c) override {
-    if (dead_.count({w, e})) return Unavailable("injected: the process died at a failure point");
-    switch (Roll()) {
-      case Fault::kLoseRequest: return Unavailable("injected: append request lost");
-      case Fault::kLoseResponse: {
-        Status s = target()->Append(w, e, r, c);
-        return s.ok() ? Unavailable("injected: append response lost") : s;
-      }
-      case Fault::kNone: break;
-    }
-    Status s = target()->Append(w, e, r, c);
+    Status s = Write(w, e, "append", [&] { return target()->Append(w, e, r, c); });
     if (s.ok()) journal_->RecordAppend(w, e, r);
     return s;
   }
 
   Status PutCheckpoint(WorkerId w, Epoch e, LogIndex at, std::string_view r) override {
-    if (dead_.count({w, e})) return Unavailable("injected: the process died at a failure point");
-    switch (Roll()) {
-      case Fault::kLoseRequest: return Unavailable("injected: checkpoint request lost");
-      case Fault::kLoseResponse: {
-        Status s = target()->PutCheckpoint(w, e, at, r);
-        return s.ok() ? Unavailable("injected: checkpoint response lost") : s;
-      }
-      case Fault::kNone: break;
-    }
-    Status s = target()->PutCheckpoint(w, e, at, r);
+    Status s = Write(w, e, "checkpoint", [&] { return target()->PutCheckpoint(w, e, at, r); });
     if (s.ok()) journal_->RecordCheckpoint(w, e, at);
     return s;
   }
 
  private:
   enum class Fault { kNone, kLoseRequest, kLoseResponse };
+
+  // `write`, unless the incarnation is dead or the dice lose its request or
+  // its response. OK only when the store acted and the worker hears so.
+  template <typename F>
+  Status Write(WorkerId w, Epoch e, const char* what, F&& write) {
+    if (dead_.count({w, e})) return Unavailable("injected: the process died at a failure point");
+    switch (Roll()) {
+      case Fault::kLoseRequest: return Unavailable(std::string("injected: ") + what + " request lost");
+      case Fault::kLoseResponse: {
+        Status s = write();
+        return s.ok() ? Unavailable(std::string("injected: ") + what + " response lost") : s;
+      }
+      case Fault::kNone: break;
+    }
+    return write();
+  }
+
   Fault Roll() {
     if (rng_() % 100 >= percent_) return Fault::kNone;
     return rng_() % 2 ? Fault::kLoseRequest : Fault::kLoseResponse;
