@@ -155,8 +155,16 @@ class Launcher {
                      {"duration_s", o_.duration_s},
                      {"length", std::max<std::uint32_t>(256, o_.workers)},
                      {"task_interval_ms", interval_ms}};
+    } else if (o_.workload == "ring") {
+      n_workers_ = o_.workers;
+      app_config_ = {{"duration_s", o_.duration_s}};
     } else {
-      return InvalidArgument("unknown workload '" + o_.workload + "' (known: allreduce, counter, hashchain, wordcount)");
+      return InvalidArgument("unknown workload '" + o_.workload + "' (known: allreduce, counter, hashchain, ring, wordcount)");
+    }
+    if (!o_.app_settings.empty()) {
+      auto settings = nlohmann::json::parse(o_.app_settings, nullptr, /*allow_exceptions=*/false);
+      if (!settings.is_object()) return InvalidArgument("--app-settings: not a JSON object: " + o_.app_settings);
+      app_config_.merge_patch(settings);
     }
     // Every worker's app must accept the settings: fail here, not in N processes.
     for (WorkerId w = 0; w < n_workers_; ++w) {
@@ -351,6 +359,7 @@ class Launcher {
     if (!keys_dir_.empty()) argv.insert(argv.end(), {"--keys", keys_dir_});
     if (o_.worker_log != "info") argv.insert(argv.end(), {"--log", o_.worker_log});
     if (!w.arm_next.empty()) argv.insert(argv.end(), {"--crash-at", w.arm_next});
+    if (o_.global_snapshot_ms > 0) argv.push_back("--global-snapshots");
     if (!o_.net_faults.empty()) {
       argv.insert(argv.end(), {"--net-faults", o_.net_faults, "--net-fault-seed",
                                std::to_string(o_.net_fault_seed * 1000003 + w.id * 1009 + w.incarnations)});
@@ -391,8 +400,10 @@ class Launcher {
       CheckHeartbeats(now);
       InjectFaults(now);
       RestartDue(now);
+      TriggerSnapshot(now);
       if (now >= next_progress) {
-        Progress(now, &last_emitted, &last_flushes, &second_latencies);
+        if (o_.progress) Progress(now, &last_emitted, &last_flushes, &second_latencies);
+        second_latencies.clear();
         next_progress += kSec;
       }
       if (Done()) return Finish();
@@ -481,6 +492,7 @@ class Launcher {
         for (const auto& other : workers_) {
           if (!other.up && other.id != w->id) SendTo(w->routing, {{"type", "peer_down"}, {"peer", other.id}});
         }
+        if (w->recovering && o_.global_snapshot_ms > 0) SendRollback(*w);
         if (w->open_crash >= 0) {
           crashes_[w->open_crash].restarted_at = Mono();
           if (!w->recovering) {  // mode none: it starts afresh, with nothing to replay
@@ -506,7 +518,7 @@ class Launcher {
             const std::int64_t emitted_wall = pair[0], latency = pair[1];
             latencies->push_back(latency);
             all_latencies_.push_back(latency);
-            samples_.emplace_back(emitted_wall, latency);
+            samples_.push_back({emitted_wall, latency, pair.size() > 2 ? pair[2].get<std::uint64_t>() : 0});
           }
         }
       } else if (type == "recovered") {
@@ -528,6 +540,14 @@ class Launcher {
         }
       } else if (type == "result") {
         w->result = m.value("snapshot", "");
+      } else if (type == "snapshot_done") {
+        if (m.value("generation", 0ull) == generation_) {
+          auto& done = snapshot_done_[m.value("snapshot", 0ull)];
+          done.insert(w->id);
+          if (done.size() == workers_.size()) last_snapshot_ = std::max<std::uint64_t>(last_snapshot_, m.value("snapshot", 0ull));
+        }
+      } else if (type == "rolled_back") {
+        if (m.value("generation", 0ull) == generation_) RolledBack(*w);
       } else if (type == "fatal" || type == "fenced") {
         std::printf("*** %s (%s): %s\n", w->name.c_str(), type.c_str(), m.value("message", "").c_str());
       }
@@ -567,6 +587,53 @@ class Launcher {
     }
     NotifyPeerDown(w.id);
     w.restart_at = now + static_cast<std::int64_t>(o_.restart_delay_ms * kMs);
+    if (o_.global_snapshot_ms > 0) StartRollback();
+  }
+
+  // ------------------------------------------------ checkpoint mode
+  // Every worker goes back to the last complete global snapshot, in a new
+  // generation; results reported before are void.
+  void StartRollback() {
+    ++generation_;
+    rolled_back_.clear();
+    std::printf("*** %6.2fs  global rollback to snapshot %llu (generation %llu)\n", Secs(Mono()),
+                static_cast<unsigned long long>(last_snapshot_), static_cast<unsigned long long>(generation_));
+    for (auto& w : workers_) {
+      w.result.reset();
+      if (w.up && w.hello) SendRollback(w);
+    }
+  }
+
+  void SendRollback(const WorkerSlot& w) {
+    SendTo(w.routing, {{"type", "rollback"}, {"generation", generation_}, {"to", last_snapshot_}});
+  }
+
+  // When every worker has rolled back, the failures are recovered.
+  void RolledBack(WorkerSlot& w) {
+    rolled_back_.insert(w.id);
+    w.recovering = false;
+    if (rolled_back_.size() < workers_.size()) return;
+    for (auto& slot : workers_) {
+      if (slot.open_crash < 0) continue;
+      Crash& c = crashes_[slot.open_crash];
+      c.recovered = true;
+      c.recovered_at = Mono();
+      c.recovered_wall = Wall();
+      std::printf("*** %6.2fs  every worker rolled back to snapshot %llu: %s recovered\n", Secs(c.recovered_at),
+                  static_cast<unsigned long long>(last_snapshot_), slot.name.c_str());
+      slot.open_crash = -1;
+    }
+  }
+
+  // Starts the next global snapshot at every worker, when all are up.
+  void TriggerSnapshot(std::int64_t now) {
+    if (o_.global_snapshot_ms <= 0 || now < next_snapshot_at_) return;
+    next_snapshot_at_ = now + static_cast<std::int64_t>(o_.global_snapshot_ms * kMs);
+    for (const auto& w : workers_) {
+      if (!w.up || !w.hello || w.recovering) return;
+    }
+    ++snapshot_id_;
+    for (const auto& w : workers_) SendTo(w.routing, {{"type", "snapshot"}, {"snapshot", snapshot_id_}});
   }
 
   void HandleExits(std::int64_t now) {
@@ -721,7 +788,7 @@ class Launcher {
     const std::string rate = o_.workload == "wordcount" ? fmt::format("{:7} lines/s", emitted_ - *last_emitted)
                                                         : fmt::format("{:7} tasks/s", tasks - std::min(tasks, last_tasks_));
     last_tasks_ = tasks;
-    const std::string latency = o_.workload != "wordcount" ? "" : fmt::format(" | latency p50 {:7.2f} ms p99 {:8.2f} ms",
+    const std::string latency = latencies->empty() ? "" : fmt::format(" | latency p50 {:7.2f} ms p99 {:8.2f} ms",
                                                                      PercentileMs(*latencies, 0.5), PercentileMs(*latencies, 0.99));
     const std::string line = fmt::format("[{:5.1f}s] {}{} | stash {:6} entries | {:5} flushes/s{}", Secs(now), rate, latency,
                                          stash, flushes - std::min(flushes, *last_flushes), down);
@@ -802,6 +869,18 @@ class Launcher {
     report_.latency_p99_ms = PercentileMs(all_latencies_, 0.99);
     report_.zombies_fenced = zombies_fenced_;
     report_.net_faults_injected = SumMetric("net_faults");
+    report_.emitted = emitted_;
+    for (const auto& w : workers_) {
+      if (!w.metrics.is_object()) continue;
+      for (const auto& [key, value] : w.metrics.items()) {
+        if (value.is_number_unsigned()) report_.metric_totals[key] += value.get<std::uint64_t>();
+      }
+    }
+    report_.latency_samples.reserve(samples_.size());
+    for (const auto& [emitted_wall, latency, progress] : samples_) {
+      report_.latency_samples.push_back(
+          {static_cast<double>(emitted_wall - start_wall_) / kSec, static_cast<double>(latency) / 1e3, progress});
+    }
 
     const double run_s = Secs(Mono());
     report_.run_s = run_s;
@@ -815,7 +894,7 @@ class Launcher {
     nlohmann::json crashes = nlohmann::json::array();
     for (const auto& c : crashes_) {
       std::vector<std::int64_t> during;
-      for (const auto& [emitted_wall, latency] : samples_) {
+      for (const auto& [emitted_wall, latency, progress] : samples_) {
         if (emitted_wall >= c.fault_wall && (!c.recovered || emitted_wall <= c.recovered_wall)) during.push_back(latency);
       }
       const double detect_ms = c.detected_at ? static_cast<double>(c.detected_at - c.fault_at) / kMs : -1;
@@ -832,7 +911,8 @@ class Launcher {
                   static_cast<unsigned long long>(c.replayed), meanwhile.c_str());
       report_.crashes.push_back(CrashReport{c.target, c.how, c.detected_by, detect_ms, restart_ms, recovered_ms,
                                             c.recovery_ms, c.gather_ms, c.replayed, PercentileMs(during, 0.5),
-                                            PercentileMs(during, 0.99)});
+                                            PercentileMs(during, 0.99), Secs(c.fault_at),
+                                            c.recovered ? Secs(c.recovered_at) : -1});
       const CrashReport& r = report_.crashes.back();
       crashes.push_back({{"target", r.target},
                          {"how", r.how},
@@ -908,7 +988,16 @@ class Launcher {
   std::vector<pid_t> zombie_pids_;
   int zombies_fenced_ = 0;
   std::vector<std::int64_t> all_latencies_;
-  std::vector<std::pair<std::int64_t, std::int64_t>> samples_;  // (emitted wall, latency)
+  struct Sample {
+    std::int64_t emitted_wall, latency;
+    std::uint64_t progress;
+  };
+  std::vector<Sample> samples_;
+  // Checkpoint mode.
+  std::uint64_t generation_ = 0, snapshot_id_ = 0, last_snapshot_ = 0;
+  std::int64_t next_snapshot_at_ = 0;
+  std::map<std::uint64_t, std::set<WorkerId>> snapshot_done_;
+  std::set<WorkerId> rolled_back_;
 };
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <lstash/worker.h>
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -42,11 +43,17 @@ struct RunOptions {
   double rate = 20000;             // lines/s
   double duration_s = 20;
   std::uint32_t max_batch = 200;
+  std::string app_settings;        // a JSON object merged over the workload's config ({"nondet": true}: lib/workloads)
   // Fault tolerance.
   Mode mode = Mode::kLineageStash;
   Breakage breakage = Breakage::kNone;
   std::uint32_t max_forward = 1;
   std::uint32_t checkpoint_every = 2000;
+  // Checkpoint mode (the baseline of coordinated snapshots, with mode
+  // kNone): every this often the coordinator starts a global snapshot
+  // (Chandy-Lamport markers along every channel); when a worker fails, every
+  // worker rolls back to the last complete one. 0: off.
+  double global_snapshot_ms = 0;
   double lease_ms = 1000;
   // Failure detection.
   double heartbeat_ms = 50;
@@ -77,6 +84,7 @@ struct RunOptions {
   std::string keys_dir;                      // CURVE keys made by lstash-keygen (worker-N, store-K); enables CURVE
   double grace_s = 60;              // how long past the duration the job may take to finish
   bool json = false;                // a JSON summary as the last line
+  bool progress = true;             // a progress line every second
   std::string worker_log = "info";  // lstash-worker --log: what the logs in RUN_DIR/logs hold
 };
 
@@ -92,6 +100,17 @@ struct CrashReport {
   double gather_ms = 0;
   std::uint64_t replayed = 0;
   double latency_p50_ms = 0, latency_p99_ms = 0;  // of batches emitted meanwhile
+  double fault_s = 0;       // when it happened, seconds after the job started
+  double recovered_s = -1;  // when it had recovered (-1: never)
+};
+
+// One latency measurement of the workload (a wordcount batch end to end, a
+// ring hop): when it started, seconds after the job started, how long it
+// took, and how far the job had come.
+struct LatencySample {
+  double at_s = 0;
+  double latency_us = 0;
+  std::uint64_t progress = 0;  // how far the job had come (ring: the hop's number); 0 if not reported
 };
 
 struct JobReport {
@@ -102,12 +121,17 @@ struct JobReport {
   std::vector<std::string> violations;  // what it found (or why it could not check)
   std::string verdict;                  // one line: what was checked
   double run_s = 0;
+  std::uint64_t emitted = 0;  // wordcount: lines the source emitted
   double latency_p50_ms = 0, latency_p99_ms = 0;
   std::uint64_t stash_bytes_peak = 0;  // the most any one worker reported holding
   std::uint64_t net_faults_injected = 0;  // frames lost, duplicated, reordered or delayed, as last reported
   int zombies_fenced = 0;
   int crash_points_armed_and_down = 0;  // workers armed at a failure point that went down (crash tests)
   std::vector<CrashReport> crashes;
+  std::vector<LatencySample> latency_samples;  // in the order they arrived
+  // Every worker's last reported counters (Metrics names: tasks_executed,
+  // piggybacked_entries, ...), summed over the workers.
+  std::map<std::string, std::uint64_t> metric_totals;
 };
 
 // Runs the job, printing progress and a summary (and, with options.json,

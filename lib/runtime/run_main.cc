@@ -34,8 +34,10 @@ int main(int argc, char** argv) {
   bool during_recovery = false, no_sync = false;
   std::string pause_target;
 
-  cli.add_option("--workload", o.workload, "wordcount | counter | hashchain | allreduce")
-      ->check(CLI::IsMember({"wordcount", "counter", "hashchain", "allreduce"}));
+  cli.add_option("--workload", o.workload, "wordcount | counter | hashchain | allreduce | ring")
+      ->check(CLI::IsMember({"wordcount", "counter", "hashchain", "allreduce", "ring"}));
+  cli.add_option("--app-settings", o.app_settings,
+                 "a JSON object merged over the workload's settings, e.g. '{\"nondet\": true, \"tokens\": 4}' for ring");
   cli.add_option("--workers", o.workers, "worker processes (all but wordcount)")->check(CLI::Range(2, 64));
   cli.add_option("--task-rate", o.task_rate, "tasks per second per worker (all but wordcount)")->check(CLI::Range(1.0, 100000.0));
   cli.add_option("--mappers", o.mappers, "mapper processes")->check(CLI::Range(1, 64));
@@ -47,6 +49,9 @@ int main(int argc, char** argv) {
   cli.add_option("--mode", mode, "lineage-stash | write-first | none");
   cli.add_option("--breakage", breakage, "none | broken-no-piggyback | broken-no-event-log (negative controls)");
   cli.add_option("--f", o.max_forward, "max_forward: peers each entry is forwarded to (0: all)");
+  cli.add_option("--global-snapshot-ms", o.global_snapshot_ms,
+                 "checkpoint mode, the baseline (with --mode none): a global snapshot this often, global rollback on a failure")
+      ->check(CLI::Range(0.0, 3600000.0));
   cli.add_option("--checkpoint-every", o.checkpoint_every, "tasks between a worker's checkpoints (0: never)");
   cli.add_option("--lease-ms", o.lease_ms, "lease on each incarnation's log (0: none)");
   cli.add_option("--heartbeat-ms", o.heartbeat_ms, "worker heartbeat period");

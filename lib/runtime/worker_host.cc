@@ -2,6 +2,7 @@
 
 #include "net/faulty_transport.h"
 #include "runtime/control.h"
+#include "runtime/snapshot_worker.h"
 #include "workloads/app.h"
 
 #include <lstash/remote_store.h>
@@ -154,7 +155,7 @@ class Host {
       Report({{"type", "fatal"}, {"message", s.ToString()}});
       return IsFenced(s) ? kExitFenced : kExitError;
     }
-    Report({{"type", "hello"}, {"pid", static_cast<long>(getpid())}, {"recovering", worker_->recovering()}});
+    Report({{"type", "hello"}, {"pid", static_cast<long>(getpid())}, {"recovering", worker_->recovering() || awaiting_rollback_}});
     return Loop();
   }
 
@@ -166,6 +167,7 @@ class Host {
     so.curve = o_.store_curve;
     LSTASH_ASSIGN_OR_RETURN(store_, OpenRemoteStore(so));
 
+    if (o_.global_snapshots) return SetupCheckpointMode();
     WorkerOptions wo;
     wo.id = o_.id;
     wo.num_workers = static_cast<std::uint32_t>(o_.endpoints.size());
@@ -184,7 +186,65 @@ class Host {
 
     LSTASH_ASSIGN_OR_RETURN(app_, workloads::MakeApp(o_.app, {o_.id, wo.num_workers, o_.app_config}));
     if (auto snapshot = worker_->TakeRestoredSnapshot()) LSTASH_RETURN_IF_ERROR(app_->Restore(*snapshot));
+    return Connect();
+  }
 
+  // Checkpoint mode: the worker's log in the store holds its snapshot
+  // records, one per entry, written by this incarnation.
+  Status SetupCheckpointMode() {
+    LSTASH_ASSIGN_OR_RETURN(const Epoch epoch, store_->BeginIncarnation(o_.id));
+    LogIndex committed = 0;
+    const WorkerId self = o_.id;
+    LSTASH_RETURN_IF_ERROR(store_->ReadCommitted({&self, 1}, {&committed, 1}));
+    LSTASH_RETURN_IF_ERROR(store_->SetEpochStart(o_.id, epoch, committed + 1));
+    next_record_ = committed + 1;
+    const auto n = static_cast<std::uint32_t>(o_.endpoints.size());
+    auto worker = std::make_unique<SnapshotWorker>(o_.id, n, epoch, [this] { return app_->Snapshot(); });
+    snapshots_ = worker.get();
+    worker_ = std::move(worker);
+    awaiting_rollback_ = epoch > 1;  // a replacement starts from the snapshot the coordinator names
+    LSTASH_ASSIGN_OR_RETURN(app_, workloads::MakeApp(o_.app, {o_.id, n, o_.app_config}));
+    return Connect();
+  }
+
+  // Rolls this worker back to snapshot `k` (0: the start) in `generation`.
+  Status RollBack(std::uint64_t generation, std::uint64_t k) {
+    std::optional<std::string> record;
+    if (k > 0) {
+      std::vector<LogRecord> records;
+      LSTASH_RETURN_IF_ERROR(store_->ReadLog(o_.id, 1, &records));
+      for (auto& r : records) {
+        auto id = SnapshotWorker::RecordSnapshotId(r.bytes);
+        if (id.ok() && *id == k) record = std::move(r.bytes);
+      }
+      if (!record) return DataLoss("snapshot " + std::to_string(k) + " of worker " + std::to_string(o_.id) + " is not in the store");
+    }
+    LSTASH_ASSIGN_OR_RETURN(auto state, snapshots_->RollBack(generation, record ? &*record : nullptr));
+    LSTASH_ASSIGN_OR_RETURN(app_, workloads::MakeApp(o_.app, {o_.id, static_cast<std::uint32_t>(o_.endpoints.size()), o_.app_config}));
+    if (state) LSTASH_RETURN_IF_ERROR(app_->Restore(*state));
+    awaiting_rollback_ = false;
+    result_sent_ = false;
+    Report({{"type", "rolled_back"}, {"generation", generation}, {"to", k}});
+    return Status::OK();
+  }
+
+  // Writes the snapshots this worker completed and tells the coordinator.
+  Status StoreSnapshots() {
+    for (auto& [k, record] : snapshots_->TakeCompletedSnapshots()) {
+      const LogRecord r{next_record_, std::move(record)};
+      LSTASH_RETURN_IF_ERROR(store_->Append(o_.id, snapshots_->epoch(), {&r, 1}, {}));
+      ++next_record_;
+      Report({{"type", "snapshot_done"}, {"snapshot", k}, {"generation", snapshots_->generation()}});
+    }
+    const std::int64_t now = Mono();
+    if (o_.lease_nanos > 0 && now - lease_renewed_ >= o_.lease_nanos / 3) {
+      LSTASH_RETURN_IF_ERROR(store_->RenewLease(o_.id, snapshots_->epoch(), o_.lease_nanos));
+      lease_renewed_ = now;
+    }
+    return Status::OK();
+  }
+
+  Status Connect() {
     TransportOptions to;
     to.self = o_.id;
     to.endpoints = o_.endpoints;
@@ -221,6 +281,13 @@ class Host {
       const std::string type = m["type"];
       if (type == "shutdown") return false;
       if (type == "peer_down") worker_->PeerDown(m.value("peer", 0u));
+      if (snapshots_ && type == "snapshot" && !awaiting_rollback_) snapshots_->StartSnapshot(m.value("snapshot", 0ull));
+      if (snapshots_ && type == "rollback") {
+        if (Status s = RollBack(m.value("generation", 0ull), m.value("to", 0ull)); !s.ok()) {
+          rollback_error_ = s;
+          return true;
+        }
+      }
       if (type == "arm") {  // a crash test: die at the next pass through this point
         if (auto p = ParseFailurePoint(m.value("point", ""))) armed_ = static_cast<int>(*p);
       }
@@ -243,6 +310,7 @@ class Host {
               {"tasks_executed", m.tasks_executed},
               {"replayed_tasks", m.replayed_tasks},
               {"piggybacked_entries", m.piggybacked_entries},
+              {"piggybacked_bytes", m.piggybacked_bytes},
               {"task_frames", m.task_frames},
               {"frames_corrupt", m.frames_corrupt},
               {"frames_stale", m.frames_stale},
@@ -264,14 +332,13 @@ class Host {
   int Loop() {
     std::int64_t next_tick = 0, next_heartbeat = 0, last_live_task = 0;
     std::uint32_t since_checkpoint = 0;
-    bool result_sent = false;
     std::vector<Incoming> incoming;
     for (;;) {
       // Run what is ready.
       int ran = 0;
       const std::int64_t interval = app_->MinTaskIntervalNanos();
       const std::int64_t turn_ends = Mono() + kMaxTurnNanos;
-      while (ran < kMaxTasksPerTurn && Mono() < turn_ends) {
+      while (!awaiting_rollback_ && ran < kMaxTasksPerTurn && Mono() < turn_ends) {
         const bool replaying = worker_->recovering();
         if (!replaying && interval > 0 && Mono() - last_live_task < interval) break;
         auto task = worker_->NextTask();
@@ -293,6 +360,9 @@ class Host {
       }
       for (auto& f : worker_->TakeFrames()) (void)transport_->Send(f.dest, f.bytes);  // the Worker resends what is lost
       if (!worker_->health().ok()) return Fail(worker_->health());
+      if (snapshots_) {
+        if (Status st = StoreSnapshots(); !st.ok()) return Fail(st);
+      }
 
       for (const auto& r : listener_.TakeRecoveries()) {
         Report({{"type", "recovered"},
@@ -304,10 +374,10 @@ class Host {
                 {"ok", r.status.ok()},
                 {"status", r.status.ToString()}});
       }
-      if (!result_sent && !worker_->recovering() && app_->Finished()) {
+      if (!result_sent_ && !awaiting_rollback_ && !worker_->recovering() && app_->Finished()) {
         Heartbeat();  // the last statistics go first
         Report({{"type", "result"}, {"snapshot", workloads::ToHex(app_->Snapshot())}});
-        result_sent = true;
+        result_sent_ = true;
       }
       if (now >= next_heartbeat) {
         Heartbeat();
@@ -317,6 +387,7 @@ class Host {
         (void)worker_->Sync(2'000'000'000);
         return kExitDone;
       }
+      if (!rollback_error_.ok()) return Fail(rollback_error_);
       incoming.clear();
       const std::int64_t wait = ran > 0 ? 0 : std::min<std::int64_t>(kMs, std::max<std::int64_t>(0, next_tick - now));
       if (Status s = transport_->Poll(wait, &incoming); !s.ok()) return Fail(s);
@@ -347,6 +418,13 @@ class Host {
   std::unique_ptr<Transport> transport_;
   std::unique_ptr<ControlChannel> control_;
   std::atomic<int> armed_{-1};  // a FailurePoint to die at; the flusher thread reads it
+  bool result_sent_ = false;
+  // Checkpoint mode only.
+  SnapshotWorker* snapshots_ = nullptr;  // worker_, when it is one
+  bool awaiting_rollback_ = false;
+  LogIndex next_record_ = 1;
+  std::int64_t lease_renewed_ = 0;
+  Status rollback_error_;
 };
 
 }  // namespace

@@ -36,6 +36,9 @@ struct HostOptions {
   std::string crash_at;                          // a failure point (FailurePointName): the process kills itself there
   std::string net_faults;                        // faults on frames this worker sends (net/faulty_transport.h)
   std::uint64_t net_fault_seed = 1;
+  // Checkpoint mode, the baseline (runtime/snapshot_worker.h): no lstash
+  // Worker; global snapshots and rollbacks when the coordinator says.
+  bool global_snapshots = false;
 };
 
 // Exit codes of a worker process.

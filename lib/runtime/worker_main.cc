@@ -32,6 +32,8 @@ int main(int argc, char** argv) {
   cli.add_option("--net-faults", o.net_faults, "inject faults on the frames this worker sends, e.g. "
                                               "loss:2,dup:5,reorder:10,delay:5ms (testing)");
   cli.add_option("--net-fault-seed", o.net_fault_seed, "seed of the injected network faults");
+  cli.add_flag("--global-snapshots", o.global_snapshots,
+               "checkpoint mode (the baseline): global snapshots and rollback, no lstash logging");
   cli.add_option("--crash-at", o.crash_at, "crash test: SIGKILL this process at the first pass through a failure point")
       ->check(CLI::IsMember({"before-flush", "after-flush", "mid-forward", "mid-recovery", "mid-checkpoint"}));
   std::string log_level = "info";

@@ -1,6 +1,7 @@
 #include "workloads/app.h"
 
 #include "workloads/allreduce.h"
+#include "workloads/ring.h"
 #include "workloads/tokens.h"
 #include "workloads/wordcount.h"
 
@@ -9,7 +10,7 @@
 namespace lstash::workloads {
 
 const std::vector<std::string>& WorkloadNames() {
-  static const std::vector<std::string> names = {"allreduce", "counter", "hashchain", "wordcount"};
+  static const std::vector<std::string> names = {"allreduce", "counter", "hashchain", "ring", "wordcount"};
   return names;
 }
 
@@ -18,7 +19,8 @@ Result<std::unique_ptr<App>> MakeApp(const std::string& workload, const AppConte
   if (workload == "counter") return MakeCounterApp(context);
   if (workload == "hashchain") return MakeChainApp(context);
   if (workload == "allreduce") return MakeAllreduceApp(context);
-  return InvalidArgument("unknown workload '" + workload + "' (known: allreduce, counter, hashchain, wordcount)");
+  if (workload == "ring") return MakeRingApp(context);
+  return InvalidArgument("unknown workload '" + workload + "' (known: allreduce, counter, hashchain, ring, wordcount)");
 }
 
 std::string WorkerName(const std::string& workload, const nlohmann::json& config, WorkerId id) {
@@ -37,8 +39,10 @@ Verdict Check(const std::string& workload, const nlohmann::json& config, const s
   if (workload == "counter") v.violations = CheckCounter(apps);
   else if (workload == "hashchain") v.violations = CheckChain(apps);
   else if (workload == "allreduce") v.violations = CheckAllreduce(config, apps);
+  else if (workload == "ring") v.violations = CheckRing(apps);
   else v.violations = {"unknown workload '" + workload + "'"};
-  const char* what = workload == "allreduce" ? "every round's result equals the ring sum of the logged inputs, bit for bit"
+  const char* what = workload == "ring" ? "every hop of every token run exactly once, at its worker"
+                     : workload == "allreduce" ? "every round's result equals the ring sum of the logged inputs, bit for bit"
                      : workload == "hashchain" ? "every task applied exactly once, every observed state on its actor's chain"
                                                : "every task applied exactly once, each sum its applied increments";
   v.summary = fmt::format("{} over {} workers: {}", workload, apps.size(),

@@ -199,6 +199,26 @@ TEST(RuntimeJob, NegativeControlModeNoneFailsTheCheck) {
   EXPECT_EQ(r.summary.value("result", ""), "FAIL") << r.output;
 }
 
+// Checkpoint mode (the benchmark baseline): a failure rolls every worker
+// back to the last global snapshot, channel state included; the counts must
+// still be exact.
+TEST(RuntimeJob, CheckpointModeRollsEveryWorkerBackAndCountsStayExact) {
+  JobResult r = RunLauncher({"--mode", "none", "--global-snapshot-ms", "300", "--kills", "1", "--kill", "map0",
+                             "--kill-at", "3"});
+  ExpectPass(r);
+  ExpectRecovered(r, 1);
+  EXPECT_NE(r.output.find("global rollback to snapshot"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("global rollback to snapshot 0 "), std::string::npos) << "no snapshot completed: " << r.output;
+}
+
+TEST(RuntimeJob, CheckpointModeRingWithAKill) {
+  JobResult r = RunLauncher({"--workload", "ring", "--workers", "3", "--duration", "4", "--mode", "none",
+                             "--global-snapshot-ms", "200", "--kills", "1", "--kill", "w1", "--kill-at", "2"});
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(r.summary.value("result", ""), "PASS") << r.output;
+  ExpectRecovered(r, 1);
+}
+
 TEST(RuntimeJob, RemoteWorkerJoinsOverTcpAndIsRestartedByItsSupervisor) {
   // reduce1 "runs on another machine": lstash-run does not start it but
   // writes its command line; this test plays the supervisor there, starting

@@ -84,7 +84,7 @@ TEST_P(SimSweep, NoViolations) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Seeds, SimSweep,
-                         ::testing::Combine(::testing::Values("counter", "hashchain", "wordcount", "allreduce"),
+                         ::testing::Combine(::testing::Values("counter", "hashchain", "wordcount", "allreduce", "ring"),
                                             ::testing::Range(0, kChunks)),
                          [](const auto& param_info) {
                            return std::get<0>(param_info.param) + "_" + std::to_string(std::get<1>(param_info.param));
@@ -105,7 +105,7 @@ TEST_P(NegativeControl, CheckerCatchesBrokenProtocol) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Controls, NegativeControl,
-                         ::testing::Combine(::testing::Values("counter", "hashchain", "wordcount", "allreduce"),
+                         ::testing::Combine(::testing::Values("counter", "hashchain", "wordcount", "allreduce", "ring"),
                                             ::testing::Values(Breakage::kNoPiggyback, Breakage::kNoEventLog)),
                          [](const auto& param_info) {
                            std::string b(BreakageName(std::get<1>(param_info.param)));

@@ -1,0 +1,499 @@
+#include "driver/suite.h"
+
+#include "runtime/launcher.h"
+
+#include <lstash/store.h>
+#include <lstash/worker.h>
+
+#include <fmt/format.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <thread>
+
+namespace lstash::bench {
+namespace {
+
+namespace fs = std::filesystem;
+using runtime::JobReport;
+using runtime::LatencySample;
+using runtime::RunOptions;
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())))];
+}
+
+// The samples of the measured part of a run: the first `warmup` of the
+// span (process start, connection set-up) is left out.
+std::vector<LatencySample> Steady(const std::vector<LatencySample>& samples, double warmup_fraction) {
+  if (samples.empty()) return {};
+  double first = samples.front().at_s, last = first;
+  for (const auto& s : samples) first = std::min(first, s.at_s), last = std::max(last, s.at_s);
+  const double from = first + (last - first) * warmup_fraction;
+  std::vector<LatencySample> out;
+  for (const auto& s : samples) {
+    if (s.at_s >= from) out.push_back(s);
+  }
+  return out;
+}
+
+std::vector<double> Latencies(const std::vector<LatencySample>& samples) {
+  std::vector<double> v;
+  v.reserve(samples.size());
+  for (const auto& s : samples) v.push_back(s.latency_us);
+  return v;
+}
+
+nlohmann::json LatencyStats(const std::vector<LatencySample>& samples) {
+  const std::vector<double> v = Latencies(samples);
+  return {{"p50_us", Percentile(v, 0.5)}, {"p99_us", Percentile(v, 0.99)}, {"p999_us", Percentile(v, 0.999)},
+          {"samples", v.size()}};
+}
+
+// Samples per second over their span.
+double Rate(const std::vector<LatencySample>& samples) {
+  if (samples.size() < 2) return 0;
+  double first = samples.front().at_s, last = first;
+  for (const auto& s : samples) first = std::min(first, s.at_s), last = std::max(last, s.at_s);
+  return last > first ? static_cast<double>(samples.size()) / (last - first) : 0;
+}
+
+std::string Path(const BenchOptions& o, const std::string& suffix) {
+  return (fs::path(o.out_dir) / ((o.tag.empty() ? o.workload : o.tag) + suffix)).string();
+}
+
+// The latency CDF of each mode, for the plots: one row per quantile.
+void WriteCdf(const BenchOptions& o, const std::map<std::string, std::vector<double>>& by_mode) {
+  if (o.out_dir.empty() || by_mode.empty()) return;
+  std::ofstream out(Path(o, "-cdf.csv"));
+  out << "quantile";
+  for (const auto& [mode, v] : by_mode) out << "," << mode << "_us";
+  out << "\n";
+  std::map<std::string, std::vector<double>> sorted = by_mode;
+  for (auto& [mode, v] : sorted) std::sort(v.begin(), v.end());
+  for (int i = 0; i <= 1000; ++i) {
+    const double q = std::min(0.9999, i / 1000.0);
+    out << q;
+    for (const auto& [mode, v] : sorted) {
+      out << "," << (v.empty() ? 0 : v[std::min(v.size() - 1, static_cast<std::size_t>(q * static_cast<double>(v.size())))]);
+    }
+    out << "\n";
+  }
+}
+
+// One row per mode: the stable keys, then whatever else the mode measured.
+void WriteCsv(const BenchOptions& o, const nlohmann::json& results) {
+  if (o.out_dir.empty()) return;
+  const std::vector<std::string> keys = {"p50_us", "p99_us", "p999_us", "throughput", "detect_ms",
+                                         "recover_ms", "back_to_baseline_ms", "replayed"};
+  std::ofstream out(Path(o, ".csv"));
+  out << "mode";
+  for (const auto& k : keys) out << "," << k;
+  out << "\n";
+  for (const auto& [mode, r] : results.items()) {
+    out << mode;
+    for (const auto& k : keys) {
+      out << ",";
+      if (r.contains(k) && r[k].is_number()) out << r[k].dump();
+    }
+    out << "\n";
+  }
+}
+
+// The runtime's settings for a mode.
+void ApplyMode(const std::string& mode, const BenchOptions& o, RunOptions* r) {
+  r->global_snapshot_ms = 0;
+  if (mode == "checkpoint") {
+    r->mode = Mode::kNone;  // no logging: periodic global snapshots, global rollback
+    r->global_snapshot_ms = o.snapshot_interval_ms;
+  } else {
+    r->mode = *ParseMode(mode);
+  }
+}
+
+RunOptions BaseRun(const BenchOptions& o, const std::string& workload) {
+  RunOptions r;
+  r.workload = workload;
+  r.workers = o.workers;
+  r.duration_s = o.seconds;
+  r.max_forward = o.f;
+  r.store_write_delay_ms = o.store_delay_ms;
+  r.checkpoint_every = o.checkpoint_every;
+  r.heartbeat_timeout_ms = o.heartbeat_timeout_ms;
+  r.progress = false;
+  r.grace_s = 30 + o.seconds;
+  return r;
+}
+
+nlohmann::json RingSettings(const BenchOptions& o) {
+  return {{"nondet", o.nondet}, {"tokens", o.tokens}, {"work_us", o.work_us}};
+}
+
+// Runs a job; a setup failure ends the benchmark (it would fail every mode).
+JobReport Run(const RunOptions& r, const std::string& what) {
+  std::printf("--- %s\n", what.c_str());
+  std::fflush(stdout);
+  JobReport report = runtime::RunJob(r);
+  if (report.exit_code == 2) throw std::runtime_error(what + ": " + report.error);
+  return report;
+}
+
+// What every mode's result object holds besides its latencies.
+void AddJobFacts(const JobReport& rep, nlohmann::json* m) {
+  (*m)["correct"] = rep.results_correct;
+  if (!rep.results_correct) (*m)["violations"] = rep.violations;
+  const auto total = [&](const char* k) {
+    auto it = rep.metric_totals.find(k);
+    return it == rep.metric_totals.end() ? 0.0 : static_cast<double>(it->second);
+  };
+  const double frames = total("task_frames");
+  (*m)["piggyback_entries_per_msg"] = frames > 0 ? total("piggybacked_entries") / frames : 0;
+  (*m)["piggyback_bytes_per_msg"] = frames > 0 ? total("piggybacked_bytes") / frames : 0;
+  (*m)["stash_bytes_peak"] = rep.stash_bytes_peak;
+}
+
+void PrintRow(const std::string& mode, const nlohmann::json& m) {
+  std::printf("%-14s p50 %9.1f us  p99 %9.1f us  p99.9 %9.1f us  %10.0f /s%s\n", mode.c_str(),
+              m.value("p50_us", 0.0), m.value("p99_us", 0.0), m.value("p999_us", 0.0), m.value("throughput", 0.0),
+              m.value("correct", true) ? "" : "  RESULT WRONG");
+  std::fflush(stdout);
+}
+
+// ------------------------------------------------------------------ ring
+nlohmann::json Ring(const BenchOptions& o) {
+  nlohmann::json results = nlohmann::json::object();
+  std::map<std::string, std::vector<double>> cdf;
+  for (const auto& mode : o.modes) {
+    RunOptions r = BaseRun(o, "ring");
+    ApplyMode(mode, o, &r);
+    r.app_settings = RingSettings(o).dump();
+    r.faults.clear();
+    JobReport rep = Run(r, fmt::format("ring, {}: {} workers, {} s, {}, f={}, store +{} ms", mode, o.workers, o.seconds,
+                                       o.nondet ? "nondeterministic" : "deterministic", o.f == 0 ? "all" : std::to_string(o.f),
+                                       o.store_delay_ms));
+    const auto steady = Steady(rep.latency_samples, 0.1);
+    nlohmann::json m = LatencyStats(steady);
+    m["throughput"] = Rate(steady);  // hops per second
+    AddJobFacts(rep, &m);
+    PrintRow(mode, m);
+    cdf[mode] = Latencies(steady);
+    results[mode] = m;
+  }
+  WriteCdf(o, cdf);
+  return results;
+}
+
+// ------------------------------------------------------------- wordcount
+nlohmann::json Wordcount(const BenchOptions& o) {
+  nlohmann::json results = nlohmann::json::object();
+  std::map<std::string, std::vector<double>> cdf;
+  for (const auto& mode : o.modes) {
+    auto run = [&](double rate) {
+      RunOptions r = BaseRun(o, "wordcount");
+      ApplyMode(mode, o, &r);
+      r.rate = rate;
+      r.faults.clear();
+      return Run(r, fmt::format("wordcount, {}: {:.0f} lines/s for {} s", mode, rate, o.seconds));
+    };
+    JobReport rep = run(o.rate);
+    const auto steady = Steady(rep.latency_samples, 0.1);
+    nlohmann::json m = LatencyStats(steady);
+    m["throughput"] = rep.emitted / std::max(1e-9, rep.run_s);  // lines per second, start to finish
+    m["offered_rate"] = o.rate;
+    AddJobFacts(rep, &m);
+    PrintRow(mode, m);
+    // Sustainable: the highest offered rate the job keeps up with -- it
+    // ends within a second of its input and its p99 stays under 250 ms.
+    double sustainable = 0;
+    for (double rate : o.sweep_rates) {
+      JobReport s = rate == o.rate ? rep : run(rate);
+      const double p99 = Percentile(Latencies(Steady(s.latency_samples, 0.1)), 0.99);
+      const bool kept_up = s.results_correct && s.run_s <= o.seconds + 1.5 && p99 <= 250'000;
+      std::printf("  %.0f lines/s: ran %.1f s, p99 %.1f ms: %s\n", rate, s.run_s, p99 / 1e3, kept_up ? "kept up" : "fell behind");
+      if (!kept_up) break;
+      sustainable = rate;
+    }
+    if (!o.sweep_rates.empty()) m["sustainable_rate"] = sustainable;
+    cdf[mode] = Latencies(steady);
+    results[mode] = m;
+  }
+  WriteCdf(o, cdf);
+  return results;
+}
+
+// ------------------------------------------------------------- piggyback
+nlohmann::json Piggyback(const BenchOptions& o) {
+  nlohmann::json points = nlohmann::json::array();
+  std::vector<double> works = o.quick ? std::vector<double>{0, 1000} : std::vector<double>{0, 100, 1000, 10000};
+  std::vector<std::uint32_t> fs;
+  for (std::uint32_t f = 1; f < o.workers; ++f) fs.push_back(f);
+  if (o.quick) fs = {1, o.workers - 1};
+  std::ofstream csv;
+  if (!o.out_dir.empty()) {
+    csv.open(Path(o, "-points.csv"));
+    csv << "f,work_us,entries_per_msg,bytes_per_msg,p50_us\n";
+  }
+  for (double work : works) {
+    for (std::uint32_t f : fs) {
+      BenchOptions b = o;
+      b.f = f;
+      b.work_us = work;
+      b.nondet = true;
+      RunOptions r = BaseRun(b, "ring");
+      ApplyMode("lineage-stash", b, &r);
+      r.app_settings = RingSettings(b).dump();
+      // Long tasks run fewer hops: give them time for a few hundred.
+      r.duration_s = std::max(o.seconds, work * 1e-6 * o.workers * 300);
+      JobReport rep = Run(r, fmt::format("piggyback: nondeterministic ring, {} workers, f={}, tasks of {} us", o.workers, f, work));
+      nlohmann::json m = LatencyStats(Steady(rep.latency_samples, 0.1));
+      AddJobFacts(rep, &m);
+      m["f"] = f;
+      m["work_us"] = work;
+      std::printf("  f=%u, tasks of %g us: %.2f entries, %.0f bytes piggybacked per message\n", f, work,
+                  m["piggyback_entries_per_msg"].get<double>(), m["piggyback_bytes_per_msg"].get<double>());
+      if (csv.is_open()) {
+        csv << f << "," << work << "," << m["piggyback_entries_per_msg"].dump() << "," << m["piggyback_bytes_per_msg"].dump()
+            << "," << m["p50_us"].dump() << "\n";
+      }
+      points.push_back(m);
+    }
+  }
+  return {{"lineage-stash", {{"points", points}}}};
+}
+
+// -------------------------------------------------------------- recovery
+// In 50 ms buckets around the kill: hops per second and median latency.
+void WriteTimeline(const BenchOptions& o, const std::string& mode, const std::vector<LatencySample>& samples, double kill_s) {
+  if (o.out_dir.empty()) return;
+  std::map<long, std::vector<double>> buckets;
+  for (const auto& s : samples) buckets[static_cast<long>(std::floor((s.at_s - kill_s) / 0.05))].push_back(s.latency_us);
+  std::ofstream out(Path(o, "-timeline-" + mode + ".csv"));
+  out << "t_ms,hops_per_s,p50_us,max_us\n";
+  if (buckets.empty()) return;
+  for (long b = buckets.begin()->first; b <= buckets.rbegin()->first; ++b) {
+    auto it = buckets.find(b);
+    const std::vector<double> v = it == buckets.end() ? std::vector<double>() : it->second;
+    out << b * 50 << "," << v.size() / 0.05 << "," << Percentile(v, 0.5) << ","
+        << (v.empty() ? 0 : *std::max_element(v.begin(), v.end())) << "\n";
+  }
+}
+
+// Back at baseline: the end of the first 20 ms window after the kill in
+// which hops arrived at least half as often as in the 2 s before the kill,
+// with a median latency within 1.25x of the median then. Windows go by
+// arrival (send + latency): a hop that waited out the failure arrives late.
+double BackToBaselineMs(const std::vector<LatencySample>& samples, double kill_s) {
+  constexpr double kWindow = 0.02;
+  std::vector<double> before;
+  std::vector<std::pair<double, double>> after;  // (arrival, latency)
+  for (const auto& s : samples) {
+    const double arrival = s.at_s + s.latency_us / 1e6;
+    if (arrival < kill_s && arrival >= kill_s - 2) before.push_back(s.latency_us);
+    if (arrival >= kill_s) after.emplace_back(arrival, s.latency_us);
+  }
+  if (before.empty() || after.empty()) return -1;
+  std::sort(after.begin(), after.end());
+  const double baseline = Percentile(before, 0.5), baseline_rate = static_cast<double>(before.size()) / 2;
+  for (double t = kill_s; t + kWindow <= after.back().first; t += 0.005) {
+    std::vector<double> v;
+    for (auto it = std::lower_bound(after.begin(), after.end(), std::make_pair(t, 0.0));
+         it != after.end() && it->first < t + kWindow; ++it) {
+      v.push_back(it->second);
+    }
+    if (static_cast<double>(v.size()) >= 0.5 * baseline_rate * kWindow && Percentile(v, 0.5) <= 1.25 * baseline) {
+      return (t + kWindow - kill_s) * 1e3;
+    }
+  }
+  return -1;
+}
+
+// Caught up: when the job, once recovered, first got further than it had
+// before the kill (ring: a hop numbered past the highest hop sent before
+// it). What a rollback re-executes counts here; replay re-runs only the
+// failed worker's own history, before "recovered".
+double CaughtUpMs(const std::vector<LatencySample>& samples, double kill_s, double recovered_s) {
+  std::uint64_t before = 0;
+  for (const auto& s : samples) {
+    if (s.at_s < kill_s) before = std::max(before, s.progress);
+  }
+  double first = -1;
+  for (const auto& s : samples) {
+    if (s.at_s >= recovered_s && s.progress > before && (first < 0 || s.at_s < first)) first = s.at_s;
+  }
+  return first < 0 ? -1 : (first - kill_s) * 1e3;
+}
+
+// Recovery time against lineage length, in one process: a worker runs N
+// tasks (each draws a logged random value) on an embedded synced RocksDB
+// store, crashes without a checkpoint, and its next incarnation gathers
+// its log and replays it.
+nlohmann::json ReplayScaling(const BenchOptions& o) {
+  struct Stats : Listener {
+    void OnRecoveryEnd(const RecoveryStats& s) override { stats = s; }
+    RecoveryStats stats;
+  };
+  nlohmann::json points = nlohmann::json::array();
+  std::ofstream csv;
+  if (!o.out_dir.empty()) {
+    csv.open(Path(o, "-lineage.csv"));
+    csv << "tasks,recover_ms,gather_ms,replay_rate\n";
+  }
+  for (std::uint64_t n : o.lineage_tasks) {
+    std::string dir = (fs::temp_directory_path() / "lstash-bench-XXXXXX").string();
+    if (mkdtemp(dir.data()) == nullptr) throw std::runtime_error("cannot create a temporary directory");
+    auto store = OpenRocksDbStore(dir);
+    if (!store.ok()) throw std::runtime_error(store.status().ToString());
+    Stats listener;
+    WorkerOptions wo;
+    wo.num_workers = 1;
+    wo.listener = &listener;
+    auto must = [](const Status& s) {
+      if (!s.ok()) throw std::runtime_error("replay scaling: " + s.ToString());
+    };
+    // Each task draws a value and passes the chain on to the worker itself.
+    auto run = [&](Worker& w, bool until_recovered, std::uint64_t limit) {
+      std::uint64_t ran = 0;
+      for (;;) {
+        auto t = w.NextTask();
+        must(t.status());
+        if (!t->has_value()) {
+          for (auto& f : w.TakeFrames()) must(w.Receive(f.bytes).status());
+          if (until_recovered ? !w.recovering() : ran >= limit) return;
+          continue;
+        }
+        must(w.Random().status());
+        if (ran++ < limit) must(w.Submit(0, std::string(64, 'x')).status());
+      }
+    };
+    {
+      auto w = Worker::Open(wo, store->get());
+      must(w.status());
+      run(**w, false, n);
+      must((*w)->Sync(60'000'000'000));
+    }  // the crash: the stash is gone, the store keeps what was flushed
+    const auto t0 = std::chrono::steady_clock::now();
+    auto w = Worker::Open(wo, store->get());
+    must(w.status());
+    run(**w, true, n);
+    const double total_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    const RecoveryStats& s = listener.stats;
+    const double replay_s = (static_cast<double>(s.total_nanos - s.gather_nanos)) / 1e9;
+    nlohmann::json p{{"tasks", n},
+                     {"replayed", s.tasks_replayed},
+                     {"recover_ms", total_ms},
+                     {"gather_ms", s.gather_nanos / 1e6},
+                     {"replay_rate", replay_s > 0 ? static_cast<double>(s.tasks_replayed) / replay_s : 0}};
+    std::printf("  lineage of %llu tasks: recovered in %.1f ms (gathered in %.1f ms), %.0f tasks/s replayed\n",
+                static_cast<unsigned long long>(n), total_ms, s.gather_nanos / 1e6, p["replay_rate"].get<double>());
+    if (csv.is_open()) csv << n << "," << total_ms << "," << s.gather_nanos / 1e6 << "," << p["replay_rate"].dump() << "\n";
+    points.push_back(p);
+    w->reset();
+    store->reset();
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+  return points;
+}
+
+nlohmann::json Recovery(const BenchOptions& o) {
+  nlohmann::json results = nlohmann::json::object();
+  const double kill_at = o.seconds / 2;
+  for (const auto& mode : o.modes) {
+    RunOptions r = BaseRun(o, "ring");
+    ApplyMode(mode, o, &r);
+    r.app_settings = RingSettings(o).dump();
+    runtime::FaultSpec kill;
+    kill.targets = {"w1"};
+    kill.at_s = kill_at;
+    r.faults = {kill};
+    JobReport rep = Run(r, fmt::format("recovery, {}: ring of {} workers, w1 killed at {} s, heartbeat timeout {} ms",
+                                       mode, o.workers, kill_at, o.heartbeat_timeout_ms));
+    nlohmann::json m = LatencyStats(Steady(rep.latency_samples, 0.1));
+    m["throughput"] = Rate(Steady(rep.latency_samples, 0.1));
+    AddJobFacts(rep, &m);
+    if (!rep.crashes.empty()) {
+      const auto& c = rep.crashes.front();
+      m["detect_ms"] = c.detect_ms;
+      m["recover_ms"] = c.recovered_ms;
+      m["back_to_baseline_ms"] = BackToBaselineMs(rep.latency_samples, c.fault_s);
+      m["caught_up_ms"] = c.recovered_s < 0 ? -1 : CaughtUpMs(rep.latency_samples, c.fault_s, c.recovered_s);
+      m["replayed"] = c.replayed;
+      const double replay_s = (c.recovery_ms - c.gather_ms) / 1e3;
+      m["replay_rate"] = replay_s > 0 ? static_cast<double>(c.replayed) / replay_s : 0;
+      m["gather_ms"] = c.gather_ms;
+      WriteTimeline(o, mode, rep.latency_samples, c.fault_s);
+      std::printf("%-14s detected %.1f ms, recovered %.1f ms, back at baseline latency %.1f ms, caught up %.1f ms "
+                  "after the kill; %llu tasks replayed (%.0f/s)%s\n",
+                  mode.c_str(), c.detect_ms, c.recovered_ms, m["back_to_baseline_ms"].get<double>(),
+                  m["caught_up_ms"].get<double>(),
+                  static_cast<unsigned long long>(c.replayed), m["replay_rate"].get<double>(),
+                  rep.results_correct ? "" : "  RESULT WRONG");
+    }
+    results[mode] = m;
+  }
+  if (!o.lineage_tasks.empty()) {
+    std::printf("--- recovery time against lineage length (one process, embedded synced RocksDB)\n");
+    results["lineage-stash"]["lineage"] = ReplayScaling(o);
+  }
+  return results;
+}
+
+}  // namespace
+
+std::string MachineDescription() {
+  std::string cpu = "unknown CPU";
+  std::ifstream info("/proc/cpuinfo");
+  for (std::string line; std::getline(info, line);) {
+    if (line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos) {
+      cpu = line.substr(line.find(':') + 2);
+      break;
+    }
+  }
+  double mem_gb = 0;
+  std::ifstream meminfo("/proc/meminfo");
+  for (std::string key; meminfo >> key;) {
+    if (key == "MemTotal:") {
+      double kb = 0;
+      meminfo >> kb;
+      mem_gb = kb / (1024 * 1024);
+      break;
+    }
+  }
+  utsname u{};
+  uname(&u);
+  return fmt::format("{} cores ({}), {:.0f} GB, {} {}", std::thread::hardware_concurrency(), cpu, mem_gb, u.sysname,
+                     u.release);
+}
+
+nlohmann::json RunBenchmark(const BenchOptions& o) {
+  nlohmann::json results;
+  if (o.workload == "ring") results = Ring(o);
+  else if (o.workload == "wordcount") results = Wordcount(o);
+  else if (o.workload == "piggyback") results = Piggyback(o);
+  else if (o.workload == "recovery") results = Recovery(o);
+  else throw std::runtime_error("unknown workload " + o.workload);
+  nlohmann::json out{{"workload", o.workload},
+                     {"machine", MachineDescription()},
+                     {"settings",
+                      {{"workers", o.workers}, {"seconds", o.seconds}, {"nondet", o.nondet}, {"f", o.f},
+                       {"store_delay_ms", o.store_delay_ms}, {"tokens", o.tokens}, {"work_us", o.work_us},
+                       {"rate", o.rate}, {"heartbeat_timeout_ms", o.heartbeat_timeout_ms},
+                       {"checkpoint_every", o.checkpoint_every}, {"snapshot_interval_ms", o.snapshot_interval_ms},
+                       {"quick", o.quick}}},
+                     {"results", results}};
+  if (!o.out_dir.empty()) {
+    std::ofstream(Path(o, ".json")) << out.dump(1) << "\n";
+    WriteCsv(o, results);
+  }
+  return out;
+}
+
+}  // namespace lstash::bench
