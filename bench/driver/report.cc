@@ -254,7 +254,8 @@ bool WriteReport(const std::string& dir, const std::string& doc_path) {
   }
   const auto b = text.find(kBegin), e = text.find(kEnd);
   if (b != std::string::npos && e != std::string::npos && e > b) {
-    text = text.substr(0, b) + d.str() + text.substr(text.find('\n', e) == std::string::npos ? text.size() : text.find('\n', e) + 1);
+    const auto end_of_line = text.find('\n', e);
+    text = text.substr(0, b) + d.str() + (end_of_line == std::string::npos ? "" : text.substr(end_of_line + 1));
   } else {
     text += "\n" + d.str();
   }

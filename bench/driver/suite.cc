@@ -160,6 +160,17 @@ void AddJobFacts(const JobReport& rep, nlohmann::json* m) {
   (*m)["stash_bytes_peak"] = rep.stash_bytes_peak;
 }
 
+// A run's latency percentiles (past its warm-up), what it did besides, and
+// its steady latencies (for the CDF).
+nlohmann::json Summarize(const JobReport& rep, std::vector<double>* steady_latencies) {
+  const auto steady = Steady(rep.latency_samples, 0.1);
+  nlohmann::json m = LatencyStats(steady);
+  m["throughput"] = Rate(steady);
+  AddJobFacts(rep, &m);
+  if (steady_latencies) *steady_latencies = Latencies(steady);
+  return m;
+}
+
 void PrintRow(const std::string& mode, const nlohmann::json& m) {
   std::printf("%-14s p50 %9.1f us  p99 %9.1f us  p99.9 %9.1f us  %10.0f /s%s\n", mode.c_str(),
               m.value("p50_us", 0.0), m.value("p99_us", 0.0), m.value("p999_us", 0.0), m.value("throughput", 0.0),
@@ -179,12 +190,8 @@ nlohmann::json Ring(const BenchOptions& o) {
     JobReport rep = Run(r, fmt::format("ring, {}: {} workers, {} s, {}, f={}, store +{} ms", mode, o.workers, o.seconds,
                                        o.nondet ? "nondeterministic" : "deterministic", o.f == 0 ? "all" : std::to_string(o.f),
                                        o.store_delay_ms));
-    const auto steady = Steady(rep.latency_samples, 0.1);
-    nlohmann::json m = LatencyStats(steady);
-    m["throughput"] = Rate(steady);  // hops per second
-    AddJobFacts(rep, &m);
+    nlohmann::json m = Summarize(rep, &cdf[mode]);  // throughput: hops per second
     PrintRow(mode, m);
-    cdf[mode] = Latencies(steady);
     results[mode] = m;
   }
   WriteCdf(o, cdf);
@@ -204,11 +211,9 @@ nlohmann::json Wordcount(const BenchOptions& o) {
       return Run(r, fmt::format("wordcount, {}: {:.0f} lines/s for {} s", mode, rate, o.seconds));
     };
     JobReport rep = run(o.rate);
-    const auto steady = Steady(rep.latency_samples, 0.1);
-    nlohmann::json m = LatencyStats(steady);
+    nlohmann::json m = Summarize(rep, &cdf[mode]);
     m["throughput"] = rep.emitted / std::max(1e-9, rep.run_s);  // lines per second, start to finish
     m["offered_rate"] = o.rate;
-    AddJobFacts(rep, &m);
     PrintRow(mode, m);
     // Sustainable: the highest offered rate the job keeps up with -- it
     // ends within a second of its input and its p99 stays under 250 ms.
@@ -222,7 +227,6 @@ nlohmann::json Wordcount(const BenchOptions& o) {
       sustainable = rate;
     }
     if (!o.sweep_rates.empty()) m["sustainable_rate"] = sustainable;
-    cdf[mode] = Latencies(steady);
     results[mode] = m;
   }
   WriteCdf(o, cdf);
@@ -253,8 +257,7 @@ nlohmann::json Piggyback(const BenchOptions& o) {
       // Long tasks run fewer hops: give them time for a few hundred.
       r.duration_s = std::max(o.seconds, work * 1e-6 * o.workers * 300);
       JobReport rep = Run(r, fmt::format("piggyback: nondeterministic ring, {} workers, f={}, tasks of {} us", o.workers, f, work));
-      nlohmann::json m = LatencyStats(Steady(rep.latency_samples, 0.1));
-      AddJobFacts(rep, &m);
+      nlohmann::json m = Summarize(rep, nullptr);
       m["f"] = f;
       m["work_us"] = work;
       std::printf("  f=%u, tasks of %g us: %.2f entries, %.0f bytes piggybacked per message\n", f, work,
@@ -416,9 +419,7 @@ nlohmann::json Recovery(const BenchOptions& o) {
     r.faults = {kill};
     JobReport rep = Run(r, fmt::format("recovery, {}: ring of {} workers, w1 killed at {} s, heartbeat timeout {} ms",
                                        mode, o.workers, kill_at, o.heartbeat_timeout_ms));
-    nlohmann::json m = LatencyStats(Steady(rep.latency_samples, 0.1));
-    m["throughput"] = Rate(Steady(rep.latency_samples, 0.1));
-    AddJobFacts(rep, &m);
+    nlohmann::json m = Summarize(rep, nullptr);
     if (!rep.crashes.empty()) {
       const auto& c = rep.crashes.front();
       m["detect_ms"] = c.detect_ms;

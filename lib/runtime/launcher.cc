@@ -542,9 +542,13 @@ class Launcher {
         w->result = m.value("snapshot", "");
       } else if (type == "snapshot_done") {
         if (m.value("generation", 0ull) == generation_) {
-          auto& done = snapshot_done_[m.value("snapshot", 0ull)];
+          const std::uint64_t k = m.value("snapshot", 0ull);
+          auto& done = snapshot_done_[k];
           done.insert(w->id);
-          if (done.size() == workers_.size()) last_snapshot_ = std::max<std::uint64_t>(last_snapshot_, m.value("snapshot", 0ull));
+          if (done.size() == workers_.size()) {  // complete: it and any older one are settled
+            last_snapshot_ = std::max(last_snapshot_, k);
+            snapshot_done_.erase(snapshot_done_.begin(), snapshot_done_.upper_bound(k));
+          }
         }
       } else if (type == "rolled_back") {
         if (m.value("generation", 0ull) == generation_) RolledBack(*w);

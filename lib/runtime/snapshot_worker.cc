@@ -2,7 +2,8 @@
 
 #include "workloads/codec.h"
 
-#include <chrono>
+#include <algorithm>
+#include <utility>
 
 namespace lstash::runtime {
 namespace {
@@ -77,7 +78,7 @@ Result<Delivery> SnapshotWorker::ReceiveFrom(WorkerId from, std::string_view fra
   }
   if (generation > generation_) {  // the sender rolled back first: ours is on its way
     if (future_.size() >= kMaxFuture) return ResourceExhausted("too many frames of a later generation");
-    future_.emplace_back(generation, std::string(frame));
+    future_.push_back(Early{from, std::string(frame)});
     return Delivery::kDeferred;
   }
   inbox_.push_back(Item{marker, from, seq, snapshot, std::string(s), false});
@@ -142,7 +143,7 @@ Result<std::uint64_t> SnapshotWorker::Random() {
 
 Result<std::int64_t> SnapshotWorker::Now() {
   if (!in_task_) return FailedPrecondition("Now outside a running task");
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  return SystemClock()->WallNanos();
 }
 
 std::vector<std::pair<std::uint64_t, std::string>> SnapshotWorker::TakeCompletedSnapshots() { return std::move(completed_); }
@@ -183,15 +184,9 @@ Result<std::optional<std::string>> SnapshotWorker::RollBack(std::uint64_t genera
   active_ = 0;
   recorded_.clear();
   in_task_ = false;
-  // Frames of this generation that arrived early are next in line.
-  std::vector<std::pair<std::uint64_t, std::string>> future = std::move(future_);
-  for (auto& [g, bytes] : future) {
-    std::string_view s = bytes;
-    std::uint64_t sender = 0;
-    s.remove_prefix(kFrameMagic.size() + 2 + 8);
-    if (!GetU64(s, &sender)) continue;
-    if (g >= generation_) (void)ReceiveFrom(static_cast<WorkerId>(sender), bytes);
-  }
+  // Frames that arrived early: this generation's are next in line, older
+  // ones are dropped, later ones wait again.
+  for (auto& early : std::exchange(future_, {})) (void)ReceiveFrom(early.sender, early.frame);
   return app;
 }
 

@@ -81,7 +81,11 @@ class SnapshotWorker final : public Worker {
   std::uint64_t rng_;
   bool in_task_ = false;
   std::deque<Item> inbox_;
-  std::vector<std::pair<std::uint64_t, std::string>> future_;  // (generation, frame) of a rollback not yet ours
+  struct Early {
+    WorkerId sender = 0;
+    std::string frame;
+  };
+  std::vector<Early> future_;  // frames of a generation this worker has not rolled back to yet
   std::vector<Frame> frames_;
   // The snapshot in progress (active_ != 0).
   std::uint64_t active_ = 0, last_started_ = 0;

@@ -184,7 +184,7 @@ class Host {
     };
     LSTASH_ASSIGN_OR_RETURN(worker_, Worker::Open(wo, store_.get()));
 
-    LSTASH_ASSIGN_OR_RETURN(app_, workloads::MakeApp(o_.app, {o_.id, wo.num_workers, o_.app_config}));
+    LSTASH_ASSIGN_OR_RETURN(app_, NewApp());
     if (auto snapshot = worker_->TakeRestoredSnapshot()) LSTASH_RETURN_IF_ERROR(app_->Restore(*snapshot));
     return Connect();
   }
@@ -198,13 +198,17 @@ class Host {
     LSTASH_RETURN_IF_ERROR(store_->ReadCommitted({&self, 1}, {&committed, 1}));
     LSTASH_RETURN_IF_ERROR(store_->SetEpochStart(o_.id, epoch, committed + 1));
     next_record_ = committed + 1;
-    const auto n = static_cast<std::uint32_t>(o_.endpoints.size());
-    auto worker = std::make_unique<SnapshotWorker>(o_.id, n, epoch, [this] { return app_->Snapshot(); });
+    auto worker = std::make_unique<SnapshotWorker>(o_.id, static_cast<std::uint32_t>(o_.endpoints.size()), epoch,
+                                                   [this] { return app_->Snapshot(); });
     snapshots_ = worker.get();
     worker_ = std::move(worker);
     awaiting_rollback_ = epoch > 1;  // a replacement starts from the snapshot the coordinator names
-    LSTASH_ASSIGN_OR_RETURN(app_, workloads::MakeApp(o_.app, {o_.id, n, o_.app_config}));
+    LSTASH_ASSIGN_OR_RETURN(app_, NewApp());
     return Connect();
+  }
+
+  Result<std::unique_ptr<workloads::App>> NewApp() const {
+    return workloads::MakeApp(o_.app, {o_.id, static_cast<std::uint32_t>(o_.endpoints.size()), o_.app_config});
   }
 
   // Rolls this worker back to snapshot `k` (0: the start) in `generation`.
@@ -220,7 +224,7 @@ class Host {
       if (!record) return DataLoss("snapshot " + std::to_string(k) + " of worker " + std::to_string(o_.id) + " is not in the store");
     }
     LSTASH_ASSIGN_OR_RETURN(auto state, snapshots_->RollBack(generation, record ? &*record : nullptr));
-    LSTASH_ASSIGN_OR_RETURN(app_, workloads::MakeApp(o_.app, {o_.id, static_cast<std::uint32_t>(o_.endpoints.size()), o_.app_config}));
+    LSTASH_ASSIGN_OR_RETURN(app_, NewApp());
     if (state) LSTASH_RETURN_IF_ERROR(app_->Restore(*state));
     awaiting_rollback_ = false;
     result_sent_ = false;
@@ -236,12 +240,15 @@ class Host {
       ++next_record_;
       Report({{"type", "snapshot_done"}, {"snapshot", k}, {"generation", snapshots_->generation()}});
     }
-    const std::int64_t now = Mono();
-    if (o_.lease_nanos > 0 && now - lease_renewed_ >= o_.lease_nanos / 3) {
-      LSTASH_RETURN_IF_ERROR(store_->RenewLease(o_.id, snapshots_->epoch(), o_.lease_nanos));
-      lease_renewed_ = now;
-    }
     return Status::OK();
+  }
+
+  // Checkpoint mode has no flusher to keep the lease on the worker's log.
+  Status RenewLeaseIfDue() {
+    const std::int64_t now = Mono();
+    if (o_.lease_nanos <= 0 || now - lease_renewed_ < o_.lease_nanos / 3) return Status::OK();
+    lease_renewed_ = now;
+    return store_->RenewLease(o_.id, snapshots_->epoch(), o_.lease_nanos);
   }
 
   Status Connect() {
@@ -361,7 +368,9 @@ class Host {
       for (auto& f : worker_->TakeFrames()) (void)transport_->Send(f.dest, f.bytes);  // the Worker resends what is lost
       if (!worker_->health().ok()) return Fail(worker_->health());
       if (snapshots_) {
-        if (Status st = StoreSnapshots(); !st.ok()) return Fail(st);
+        Status st = StoreSnapshots();
+        if (st.ok()) st = RenewLeaseIfDue();
+        if (!st.ok()) return Fail(st);
       }
 
       for (const auto& r : listener_.TakeRecoveries()) {

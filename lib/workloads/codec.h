@@ -64,4 +64,12 @@ inline std::uint64_t SplitMix(std::uint64_t& state) {
   return z ^ (z >> 31);
 }
 
+// Folds `input` into a running hash `state` (order-sensitive).
+inline std::uint64_t Mix(std::uint64_t state, std::uint64_t input) {
+  std::uint64_t z = state * 0x9e3779b97f4a7c15ull + input + 0x632be59bd9b4e019ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
 }  // namespace lstash::workloads

@@ -4,7 +4,6 @@
 
 #include <fmt/format.h>
 
-#include <chrono>
 
 namespace lstash::workloads {
 namespace {
@@ -46,19 +45,10 @@ Result<Params> ReadParams(const AppContext& c) {
   return p;
 }
 
-// The measurement clocks: CLOCK_MONOTONIC is one clock for every process on
-// the machine. They never feed the app's state.
-std::int64_t MonoNow() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-std::int64_t WallNow() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
-std::uint64_t Mix(std::uint64_t state, std::uint64_t input) {
-  std::uint64_t z = state ^ (input + 0x9e3779b97f4a7c15ull + (state << 6) + (state >> 2));
-  return SplitMix(z);
-}
+// The measurement clocks (the monotonic one is one clock for every process
+// on the machine). They never feed the app's state.
+std::int64_t MonoNow() { return SystemClock()->MonotonicNanos(); }
+std::int64_t WallNow() { return SystemClock()->WallNanos(); }
 
 class RingApp final : public App {
  public:

@@ -38,13 +38,6 @@ bool DecodeMsg(std::string_view s, Msg* m) {
          r.u64(&m->from_k) && r.u64(&m->pad) && m->kind <= kOriginFinished && s.size() == kMsgHeader + m->pad;
 }
 
-std::uint64_t Mix(std::uint64_t state, std::uint64_t input) {
-  std::uint64_t z = state * 0x9e3779b97f4a7c15ull + input + 0x632be59bd9b4e019ull;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
 void SaveLedger(Writer& w, const Ledger& l) {
   w.u64(l.sent.size());
   for (const auto& [k, v] : l.sent) {
