@@ -263,6 +263,12 @@ TEST(RuntimeJob, BadFlagIsAUsageError) {
   JobResult r = RunLauncher({"--mode", "nonsense"}, 30);
   EXPECT_EQ(r.code, 2) << r.output;
   EXPECT_NE(r.output.find("unknown --mode"), std::string::npos) << r.output;
+  r = RunLauncher({"--workload", "ring", "--app-settings", "[1, 2"}, 30);
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("--app-settings: not a JSON object"), std::string::npos) << r.output;
+  r = RunLauncher({"--workload", "ring", "--app-settings", "{\"tokens\": 0}"}, 30);
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("ring: needs"), std::string::npos) << r.output;
 }
 
 }  // namespace

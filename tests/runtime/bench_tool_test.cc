@@ -1,0 +1,112 @@
+// lstash-bench, end to end: the JSON it promises (stable keys), the files
+// and document it writes, and clear errors for bad input.
+#include "runtime/process.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "scratch_dir.h"
+#include "tool_process.h"
+
+namespace lstash::runtime {
+namespace {
+
+using testing_support::LastJsonLine;
+using testing_support::ReadFile;
+using testing_support::RunTool;
+using testing_support::ScratchDir;
+using testing_support::ToolRun;
+
+const std::string kBench = std::string(LSTASH_TOOLS_DIR) + "/lstash-bench";
+
+class BenchTool : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!std::filesystem::exists(kBench)) GTEST_SKIP() << "lstash-bench not built (LSTASH_BUILD_BENCH=OFF)";
+  }
+  ToolRun Bench(std::vector<std::string> args, int timeout_s = 120) {
+    args.insert(args.begin(), kBench);
+    return RunTool(args, dir_.path() + "/bench.log", timeout_s);
+  }
+  nlohmann::json Json(const ToolRun& r) {
+    auto j = nlohmann::json::parse(LastJsonLine(r.output), nullptr, false);
+    return j.is_discarded() ? nlohmann::json() : j;
+  }
+  ScratchDir dir_{"lstash_bench"};
+};
+
+TEST_F(BenchTool, RingRunsEveryModeSideBySideAndWritesItsFiles) {
+  const std::string out = dir_.path() + "/results";
+  ToolRun r = Bench({"--workload", "ring", "--tag", "ring-det", "--workers", "2", "--seconds", "1", "--json", "--out", out});
+  ASSERT_EQ(r.code, 0) << r.output;
+  const nlohmann::json j = Json(r);
+  ASSERT_TRUE(j.is_object()) << r.output;
+  EXPECT_EQ(j.value("workload", ""), "ring");
+  EXPECT_FALSE(j.value("machine", "").empty());
+  for (const char* mode : {"none", "write-first", "lineage-stash", "checkpoint"}) {
+    ASSERT_TRUE(j["results"].contains(mode)) << mode << ": " << r.output;
+    const auto& m = j["results"][mode];
+    EXPECT_GT(m.value("p50_us", 0.0), 0.0) << mode;
+    EXPECT_GE(m.value("p99_us", 0.0), m.value("p50_us", 0.0)) << mode;
+    EXPECT_GE(m.value("p999_us", 0.0), m.value("p99_us", 0.0)) << mode;
+    EXPECT_GT(m.value("throughput", 0.0), 0.0) << mode;
+    EXPECT_TRUE(m.value("correct", false)) << mode << ": " << m.dump();
+  }
+  // Only lineage-stash piggybacks lineage.
+  EXPECT_GT(j["results"]["lineage-stash"].value("piggyback_entries_per_msg", 0.0), 0.0);
+  EXPECT_EQ(j["results"]["none"].value("piggyback_entries_per_msg", 1.0), 0.0);
+  for (const char* file : {"ring-det.json", "ring-det.csv", "ring-det-cdf.csv"}) {
+    EXPECT_TRUE(std::filesystem::exists(out + "/" + file)) << file;
+  }
+
+  // The report: the targets from these results, written between the
+  // markers; a second report replaces the first instead of adding to it.
+  const std::string doc = dir_.path() + "/benchmarks.md";
+  { std::ofstream(doc) << "# Benchmarks\n\nhand-written text\n"; }
+  ToolRun rep = Bench({"--report", out, "--doc", doc});
+  ASSERT_EQ(rep.code, 0) << rep.output;
+  const std::string first = ReadFile(doc);
+  EXPECT_NE(first.find("hand-written text"), std::string::npos);
+  EXPECT_NE(first.find("| lineage-stash p50 per hop ≤ 1.05 × none"), std::string::npos) << first;
+  ASSERT_EQ(Bench({"--report", out, "--doc", doc}).code, 0);
+  EXPECT_EQ(ReadFile(doc), first);
+}
+
+TEST_F(BenchTool, RecoveryReportsDetectionRecoveryAndReplay) {
+  ToolRun r = Bench({"--workload", "recovery", "--modes", "lineage-stash", "--workers", "3", "--seconds", "2",
+                     "--lineage-tasks", "1000", "--json"});
+  ASSERT_EQ(r.code, 0) << r.output;
+  const nlohmann::json j = Json(r);
+  const auto& m = j["results"]["lineage-stash"];
+  ASSERT_TRUE(m.is_object()) << r.output;
+  EXPECT_GE(m.value("detect_ms", -1.0), 0.0) << m.dump();
+  EXPECT_GE(m.value("recover_ms", -1.0), m.value("detect_ms", -1.0)) << m.dump();
+  EXPECT_GE(m.value("back_to_baseline_ms", -1.0), 0.0) << m.dump();
+  EXPECT_GT(m.value("replayed", 0), 0) << m.dump();
+  EXPECT_TRUE(m.value("correct", false)) << m.dump();
+  ASSERT_EQ(m["lineage"].size(), 1u) << m.dump();
+  EXPECT_GE(m["lineage"][0].value("replayed", 0), 1000) << m.dump();
+}
+
+TEST_F(BenchTool, BadInputIsAClearError) {
+  ToolRun r = Bench({"--workload", "ring", "--modes", "none,bogus"});
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("unknown mode 'bogus'"), std::string::npos) << r.output;
+  r = Bench({"--workload", "recovery", "--modes", "none"});
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("mode none cannot recover"), std::string::npos) << r.output;
+  r = Bench({"--workload", "nonsense"});
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("--workload must be one of"), std::string::npos) << r.output;
+  r = Bench({"--report", dir_.path(), "--doc", dir_.path() + "/doc.md"});
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_NE(r.output.find("ring-det.json is missing"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace lstash::runtime
