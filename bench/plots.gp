@@ -24,6 +24,15 @@ set xrange [-1000:3000]
 plot dir.'/recovery-timeline-lineage-stash.csv' using 1:2 with steps lw 2 title 'lineage-stash', \
      dir.'/recovery-timeline-write-first.csv' using 1:2 with steps lw 2 title 'write-first', \
      dir.'/recovery-timeline-checkpoint.csv' using 1:2 with steps lw 2 title 'checkpoint'
+
+set output dir.'/recovery-latency.png'
+set title 'Ring, w1 killed at t = 0: median per-hop latency (50 ms buckets, by send time)'
+set ylabel 'median latency (us)'
+set logscale y
+plot dir.'/recovery-timeline-lineage-stash.csv' using 1:($3 > 0 ? $3 : NaN) with steps lw 2 title 'lineage-stash', \
+     dir.'/recovery-timeline-write-first.csv' using 1:($3 > 0 ? $3 : NaN) with steps lw 2 title 'write-first', \
+     dir.'/recovery-timeline-checkpoint.csv' using 1:($3 > 0 ? $3 : NaN) with steps lw 2 title 'checkpoint'
+unset logscale y
 set autoscale x
 
 set output dir.'/piggyback.png'
