@@ -1,0 +1,228 @@
+#include "gpu/context_impl.h"
+#include "wire/format.h"
+
+#include <cstring>
+#include <utility>
+
+namespace lstash::gpu {
+
+// Snapshot record: "LSGS", version, buffer count, then per buffer its name,
+// size and bytes; an XXH3 digest of all of it last.
+constexpr std::uint32_t kSnapshotMagic = 0x4c534753;  // "LSGS"
+constexpr std::uint32_t kSnapshotVersion = 1;
+
+namespace {
+
+void PutLe(std::string& out, std::uint64_t v, int bytes) {
+  for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+// Pops a little-endian integer of `bytes` bytes off `in`.
+bool GetLe(std::string_view& in, int bytes, std::uint64_t* v) {
+  if (in.size() < static_cast<std::size_t>(bytes)) return false;
+  *v = 0;
+  for (int i = 0; i < bytes; ++i) *v |= std::uint64_t{static_cast<unsigned char>(in[i])} << (8 * i);
+  in.remove_prefix(bytes);
+  return true;
+}
+
+}  // namespace
+
+std::string_view BackendName(Backend backend) { return backend == Backend::kCuda ? "cuda" : "cpu"; }
+
+std::optional<Backend> ParseBackend(std::string_view name) {
+  if (name == "cpu") return Backend::kCpu;
+  if (name == "cuda") return Backend::kCuda;
+  return std::nullopt;
+}
+
+DeviceInfo ProbeCuda() { return ProbeCudaDevice(); }
+
+Context::~Context() = default;
+
+Result<std::string> Context::Snapshot() {
+  if (Status s = BeginSnapshot(); !s.ok()) return s;
+  return FinishSnapshot();
+}
+
+Result<std::unique_ptr<Context>> Context::Open(const ContextOptions& options) {
+  if (options.streams < 1) return Status(Code::kInvalidArgument, "gpu context: streams must be at least 1");
+  const Backend backend = options.backend.value_or(ProbeCudaDevice().present ? Backend::kCuda : Backend::kCpu);
+  std::unique_ptr<Device> device;
+  if (backend == Backend::kCuda) {
+    auto cuda = MakeCudaDevice(options.device, options.streams);
+    if (!cuda.ok()) return cuda.status();
+    device = std::move(cuda).value();
+  } else {
+    device = MakeCpuDevice();
+  }
+  return std::unique_ptr<Context>(new ContextImpl(std::move(device), options.breakage));
+}
+
+ContextImpl::ContextImpl(std::unique_ptr<Device> device, GpuBreakage breakage)
+    : device_(std::move(device)), breakage_(breakage) {}
+
+ContextImpl::~ContextImpl() {
+  (void)device_->Synchronize();
+  for (Buffer& b : buffers_) {
+    device_->Free(b.data);
+    if (b.staging != nullptr) device_->FreeHost(b.staging);
+  }
+}
+
+const ContextImpl::Buffer* ContextImpl::Find(BufferId buffer) const {
+  return buffer < buffers_.size() ? &buffers_[buffer] : nullptr;
+}
+
+Result<BufferId> ContextImpl::Allocate(std::string_view name, std::size_t bytes) {
+  if (name.empty()) return Status(Code::kInvalidArgument, "gpu buffer: empty name");
+  for (const Buffer& b : buffers_)
+    if (b.name == name) return Status(Code::kInvalidArgument, "gpu buffer '" + std::string(name) + "' exists");
+  auto data = device_->Allocate(bytes);
+  if (!data.ok()) return data.status().WithContext("gpu buffer '" + std::string(name) + "'");
+  buffers_.push_back(Buffer{std::string(name), bytes, data.value(), nullptr});
+  return static_cast<BufferId>(buffers_.size() - 1);
+}
+
+Result<std::size_t> ContextImpl::Size(BufferId buffer) const {
+  const Buffer* b = Find(buffer);
+  if (b == nullptr) return Status(Code::kInvalidArgument, "unknown gpu buffer");
+  return b->bytes;
+}
+
+Result<void*> ContextImpl::Span(BufferId buffer, std::size_t bytes, std::string_view what) {
+  const Buffer* b = Find(buffer);
+  if (b == nullptr) return Status(Code::kInvalidArgument, std::string(what) + ": unknown gpu buffer");
+  if (b->bytes < bytes)
+    return Status(Code::kInvalidArgument, std::string(what) + ": gpu buffer '" + b->name + "' holds " +
+                                              std::to_string(b->bytes) + " bytes, needs " + std::to_string(bytes));
+  return b->data;
+}
+
+Status ContextImpl::Write(BufferId buffer, std::size_t offset, std::string_view bytes) {
+  const Buffer* b = Find(buffer);
+  if (b == nullptr) return Status(Code::kInvalidArgument, "gpu write: unknown buffer");
+  if (offset > b->bytes || bytes.size() > b->bytes - offset)
+    return Status(Code::kInvalidArgument, "gpu write past the end of '" + b->name + "'");
+  return device_->CopyIn(static_cast<char*>(b->data) + offset, bytes.data(), bytes.size());
+}
+
+Result<std::string> ContextImpl::Read(BufferId buffer) {
+  const Buffer* b = Find(buffer);
+  if (b == nullptr) return Status(Code::kInvalidArgument, "gpu read: unknown buffer");
+  std::string out(b->bytes, '\0');
+  if (Status s = device_->CopyOut(out.data(), b->data, b->bytes); !s.ok()) return s;
+  return out;
+}
+
+void* ContextImpl::device_pointer(BufferId buffer) {
+  const Buffer* b = Find(buffer);
+  return b == nullptr ? nullptr : b->data;
+}
+
+Status ContextImpl::Linear(BufferId x, BufferId w, BufferId b, BufferId y, std::size_t rows, std::size_t in,
+                           std::size_t out, bool relu) {
+  const std::size_t f = sizeof(float);
+  auto px = Span(x, rows * in * f, "linear x");
+  auto pw = Span(w, in * out * f, "linear w");
+  auto pb = Span(b, out * f, "linear b");
+  auto py = Span(y, rows * out * f, "linear y");
+  for (const auto* p : {&px, &pw, &pb, &py})
+    if (!p->ok()) return p->status();
+  return device_->Linear(static_cast<const float*>(px.value()), static_cast<const float*>(pw.value()),
+                         static_cast<const float*>(pb.value()), static_cast<float*>(py.value()), rows, in, out, relu);
+}
+
+Result<std::uint64_t> ContextImpl::Digest(BufferId buffer) {
+  const Buffer* b = Find(buffer);
+  if (b == nullptr) return Status(Code::kInvalidArgument, "gpu digest: unknown buffer");
+  return device_->Digest(b->data, b->bytes);
+}
+
+Status ContextImpl::BeginSnapshot() {
+  if (snapshot_pending_) return Status(Code::kFailedPrecondition, "gpu snapshot: one is already in progress");
+  for (Buffer& b : buffers_) {
+    if (b.staging == nullptr) {
+      auto staging = device_->AllocateHost(b.bytes);
+      if (!staging.ok()) return staging.status().WithContext("gpu snapshot of '" + b.name + "'");
+      b.staging = staging.value();
+    }
+    if (Status s = device_->BeginCopyOut(b.staging, b.data, b.bytes); !s.ok()) return s;
+  }
+  snapshot_pending_ = true;
+  return Status::OK();
+}
+
+Result<std::string> ContextImpl::FinishSnapshot() {
+  if (!snapshot_pending_) return Status(Code::kFailedPrecondition, "gpu snapshot: BeginSnapshot was not called");
+  snapshot_pending_ = false;
+  if (Status s = device_->WaitCopies(); !s.ok()) return s;
+  std::size_t total = 16;
+  for (const Buffer& b : buffers_) total += 12 + b.name.size() + b.bytes;
+  std::string out;
+  out.reserve(total + 8);
+  PutLe(out, kSnapshotMagic, 4);
+  PutLe(out, kSnapshotVersion, 4);
+  PutLe(out, buffers_.size(), 4);
+  for (const Buffer& b : buffers_) {
+    PutLe(out, b.name.size(), 4);
+    out.append(b.name);
+    PutLe(out, b.bytes, 8);
+    out.append(static_cast<const char*>(b.staging), b.bytes);
+  }
+  PutLe(out, wire::Digest(out), 8);
+  UpdateStats([&](Stats& s) {
+    ++s.snapshots;
+    s.snapshot_bytes += out.size();
+  });
+  return out;
+}
+
+Status ContextImpl::Restore(std::string_view snapshot) {
+  auto refuse = [&](Code code, std::string why) {
+    UpdateStats([](Stats& s) { ++s.corrupt_snapshots; });
+    return Status(code, "gpu snapshot refused: " + why);
+  };
+  if (snapshot.size() < 20) return refuse(Code::kCorruption, "truncated");
+  std::string_view body = snapshot.substr(0, snapshot.size() - 8), trailer = snapshot.substr(snapshot.size() - 8);
+  std::uint64_t magic = 0, version = 0, count = 0, digest = 0;
+  (void)GetLe(trailer, 8, &digest);
+  std::string_view in = body;
+  (void)GetLe(in, 4, &magic);
+  (void)GetLe(in, 4, &version);
+  if (magic != kSnapshotMagic) return refuse(Code::kCorruption, "not a gpu snapshot (bad magic)");
+  if (version != kSnapshotVersion)
+    return refuse(Code::kFailedPrecondition, "format version " + std::to_string(version) + ", this build reads " +
+                                                 std::to_string(kSnapshotVersion));
+  if (wire::Digest(body) != digest) return refuse(Code::kCorruption, "digest mismatch");
+  (void)GetLe(in, 4, &count);
+  // Validate everything before touching a buffer: a refused record changes nothing.
+  std::vector<std::pair<Buffer*, std::string_view>> plan;
+  for (std::uint64_t i = 0; i < count; ++i) {
+    std::uint64_t name_len = 0, bytes = 0;
+    if (!GetLe(in, 4, &name_len) || in.size() < name_len) return refuse(Code::kCorruption, "truncated buffer name");
+    const std::string_view name = in.substr(0, name_len);
+    in.remove_prefix(name_len);
+    if (!GetLe(in, 8, &bytes) || in.size() < bytes) return refuse(Code::kCorruption, "truncated buffer '" + std::string(name) + "'");
+    Buffer* target = nullptr;
+    for (Buffer& b : buffers_)
+      if (b.name == name) target = &b;
+    if (target == nullptr || target->bytes != bytes)
+      return refuse(Code::kFailedPrecondition, "buffer '" + std::string(name) + "' (" + std::to_string(bytes) +
+                                                   " bytes) is not registered with that size");
+    plan.emplace_back(target, in.substr(0, bytes));
+    in.remove_prefix(bytes);
+  }
+  if (!in.empty()) return refuse(Code::kCorruption, "trailing bytes");
+  for (auto& [buffer, bytes] : plan)
+    if (Status s = device_->CopyIn(buffer->data, bytes.data(), bytes.size()); !s.ok()) return s;
+  UpdateStats([](Stats& s) { ++s.restores; });
+  return Status::OK();
+}
+
+Stats ContextImpl::GetStats() const {
+  std::lock_guard lock(stats_mu_);
+  return stats_;
+}
+
+}  // namespace lstash::gpu

@@ -1,0 +1,390 @@
+// GPU tasks: the kernels' arithmetic, snapshots, and replay of a worker's GPU
+// work after a crash, on the CPU path always and on CUDA when a device is
+// present (skipped, saying why, when not). The negative controls switch the
+// logging of racy outputs or launch order off and require the replay's
+// digest check to report the divergence.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <lstash/gpu.h>
+#include <lstash/store.h>
+#include <lstash/worker.h>
+
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/test_util.h"
+#include "gpu/kernel_math.h"
+
+namespace lstash::gpu {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string Floats(const std::vector<float>& v) {
+  return std::string(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
+}
+
+std::unique_ptr<Context> OpenOrSkip(Backend backend, GpuBreakage breakage = GpuBreakage::kNone) {
+  ContextOptions options;
+  options.backend = backend;
+  options.breakage = breakage;
+  auto context = Context::Open(options);
+  EXPECT_TRUE(context.ok()) << context.status().ToString();
+  return context.ok() ? std::move(context).value() : nullptr;
+}
+
+#define SKIP_WITHOUT_DEVICE(backend)                                                     \
+  if ((backend) == Backend::kCuda && !ProbeCuda().present)                              \
+  GTEST_SKIP() << "no CUDA device (" << ProbeCuda().why_absent << "); the CPU path's tests ran"
+
+// --- the shared arithmetic -------------------------------------------------
+
+TEST(GpuMath, PhiloxMatchesTheKnownAnswers) {
+  // Random123's published test vectors for philox4x32-10.
+  auto zero = math::Philox4x32({{0, 0, 0, 0}}, 0);
+  EXPECT_THAT(zero.v, ::testing::ElementsAre(0x6627e8d5u, 0xe169c58du, 0xbc57ac4cu, 0x9b00dbd8u));
+  auto ones = math::Philox4x32({{~0u, ~0u, ~0u, ~0u}}, ~0ull);
+  EXPECT_THAT(ones.v, ::testing::ElementsAre(0x408f276du, 0x41c83b0eu, 0xa20bc7c6u, 0x6d5451fdu));
+  auto pi = math::Philox4x32({{0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u}}, 0x299f31d0a4093822ull);
+  EXPECT_THAT(pi.v, ::testing::ElementsAre(0xd16cfe09u, 0x94fdccebu, 0x5001e420u, 0x24126ea1u));
+}
+
+TEST(GpuMath, UniformIsInRangeAndContinuesAcrossFills) {
+  for (std::uint64_t i = 0; i < 1000; ++i) {
+    const float u = math::UniformAt(42, 0, i);
+    EXPECT_GE(u, 0.0f);
+    EXPECT_LT(u, 1.0f);
+  }
+  // A fill of 6 values uses 2 blocks; the next fill starts at block 2, which
+  // is element 8 of the first stream.
+  EXPECT_EQ(math::UniformBlocks(6), 2u);
+  EXPECT_EQ(math::UniformAt(42, 2, 0), math::UniformAt(42, 0, 8));
+}
+
+// --- a context on each backend ----------------------------------------------
+
+class GpuContextTest : public ::testing::TestWithParam<Backend> {};
+
+TEST_P(GpuContextTest, BuffersRoundTripAndRefuseBadArguments) {
+  SKIP_WITHOUT_DEVICE(GetParam());
+  auto context = OpenOrSkip(GetParam());
+  ASSERT_NE(context, nullptr);
+  EXPECT_EQ(context->backend(), GetParam());
+  CORE_ASSERT_OK_AND_ASSIGN(BufferId a, context->Allocate("a", 12));
+  CORE_ASSERT_OK_AND_ASSIGN(std::string zeros, context->Read(a));
+  EXPECT_EQ(zeros, std::string(12, '\0'));
+  CORE_ASSERT_OK(context->Write(a, 4, "abcd"));
+  CORE_ASSERT_OK_AND_ASSIGN(std::string bytes, context->Read(a));
+  EXPECT_EQ(bytes, std::string(4, '\0') + "abcd" + std::string(4, '\0'));
+  EXPECT_EQ(context->Allocate("a", 4).status().code(), Code::kInvalidArgument) << "names are unique";
+  EXPECT_EQ(context->Write(a, 10, "abc").code(), Code::kInvalidArgument);
+  EXPECT_EQ(context->Read(99).status().code(), Code::kInvalidArgument);
+  CORE_ASSERT_OK_AND_ASSIGN(BufferId y, context->Allocate("y", 4));
+  Status s = context->Linear(a, a, a, y, 4, 4, 4, false);
+  EXPECT_EQ(s.code(), Code::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("holds 12 bytes, needs 64"));
+}
+
+TEST_P(GpuContextTest, DigestSeesEveryByteAndItsPlace) {
+  SKIP_WITHOUT_DEVICE(GetParam());
+  auto context = OpenOrSkip(GetParam());
+  ASSERT_NE(context, nullptr);
+  std::string bytes(1001, '\0');
+  for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i * 7);
+  CORE_ASSERT_OK_AND_ASSIGN(BufferId b, context->Allocate("b", bytes.size()));
+  CORE_ASSERT_OK(context->Write(b, 0, bytes));
+  CORE_ASSERT_OK_AND_ASSIGN(std::uint64_t d0, context->Digest(b));
+  CORE_ASSERT_OK_AND_ASSIGN(std::uint64_t again, context->Digest(b));
+  EXPECT_EQ(d0, again);
+  CORE_ASSERT_OK(context->Write(b, 1000, std::string(1, static_cast<char>(bytes[1000] ^ 1))));  // the tail
+  CORE_ASSERT_OK_AND_ASSIGN(std::uint64_t tail_flipped, context->Digest(b));
+  EXPECT_NE(tail_flipped, d0);
+  std::string swapped = bytes;
+  std::swap_ranges(swapped.begin(), swapped.begin() + 8, swapped.begin() + 8);
+  CORE_ASSERT_OK(context->Write(b, 0, swapped));
+  CORE_ASSERT_OK_AND_ASSIGN(std::uint64_t words_swapped, context->Digest(b));
+  EXPECT_NE(words_swapped, d0);
+  EXPECT_NE(words_swapped, tail_flipped);
+}
+
+TEST_P(GpuContextTest, SnapshotRestoresEveryBufferAndRefusesBadRecords) {
+  SKIP_WITHOUT_DEVICE(GetParam());
+  auto context = OpenOrSkip(GetParam());
+  ASSERT_NE(context, nullptr);
+  CORE_ASSERT_OK_AND_ASSIGN(BufferId a, context->Allocate("weights", 4096));
+  CORE_ASSERT_OK_AND_ASSIGN(BufferId b, context->Allocate("bias", 3));
+  CORE_ASSERT_OK(context->Write(a, 0, std::string(4096, 'w')));
+  CORE_ASSERT_OK(context->Write(b, 0, "xyz"));
+  CORE_ASSERT_OK(context->BeginSnapshot());
+  EXPECT_EQ(context->BeginSnapshot().code(), Code::kFailedPrecondition) << "one at a time";
+  CORE_ASSERT_OK_AND_ASSIGN(std::string snapshot, context->FinishSnapshot());
+  CORE_ASSERT_OK(context->Write(a, 0, std::string(4096, 'z')));  // after the snapshot: not in it
+  CORE_ASSERT_OK(context->Write(b, 0, "abc"));
+
+  std::string flipped = snapshot;
+  flipped[40] ^= 1;
+  std::string wrong_version = snapshot;
+  wrong_version[4] = 9;
+  for (const std::string& bad : {snapshot.substr(0, 30), flipped, std::string("LSGX") + snapshot.substr(4)})
+    EXPECT_EQ(context->Restore(bad).code(), Code::kCorruption);
+  EXPECT_EQ(context->Restore(wrong_version).code(), Code::kFailedPrecondition);
+  EXPECT_EQ(context->GetStats().corrupt_snapshots, 4u);
+  CORE_ASSERT_OK_AND_ASSIGN(std::string untouched, context->Read(b));
+  EXPECT_EQ(untouched, "abc") << "a refused record changes nothing";
+
+  CORE_ASSERT_OK(context->Restore(snapshot));
+  CORE_ASSERT_OK_AND_ASSIGN(std::string wa, context->Read(a));
+  CORE_ASSERT_OK_AND_ASSIGN(std::string wb, context->Read(b));
+  EXPECT_EQ(wa, std::string(4096, 'w'));
+  EXPECT_EQ(wb, "xyz");
+
+  auto other = OpenOrSkip(GetParam());
+  ASSERT_NE(other, nullptr);
+  CORE_ASSERT_OK(other->Allocate("weights", 4095).status());
+  Status s = other->Restore(snapshot);
+  EXPECT_EQ(s.code(), Code::kFailedPrecondition);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("'weights'"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, GpuContextTest, ::testing::Values(Backend::kCpu, Backend::kCuda),
+                         [](const auto& backend) { return std::string(BackendName(backend.param)); });
+
+TEST(GpuContext, OpenRefusesBadOptionsAndExplainsAMissingDevice) {
+  ContextOptions options;
+  options.streams = 0;
+  EXPECT_EQ(Context::Open(options).status().code(), Code::kInvalidArgument);
+  const DeviceInfo info = ProbeCuda();
+  if (info.present) GTEST_SKIP() << "a CUDA device is present: " << info.name;
+  EXPECT_FALSE(info.why_absent.empty());
+  ContextOptions cuda;
+  cuda.backend = Backend::kCuda;
+  auto opened = Context::Open(cuda);
+  EXPECT_EQ(opened.status().code(), Code::kUnavailable);
+  EXPECT_THAT(std::string(opened.status().message()), HasSubstr(info.why_absent));
+  auto fallback = Context::Open(ContextOptions{});
+  ASSERT_TRUE(fallback.ok());
+  EXPECT_EQ(fallback.value()->backend(), Backend::kCpu) << "no device: the CPU path";
+}
+
+// --- CPU and CUDA compute the same bits ----------------------------------------
+
+TEST(GpuBackends, CudaComputesTheCpuPathsBits) {
+  SKIP_WITHOUT_DEVICE(Backend::kCuda);
+  auto cpu = OpenOrSkip(Backend::kCpu);
+  auto cuda = OpenOrSkip(Backend::kCuda);
+  ASSERT_NE(cpu, nullptr);
+  ASSERT_NE(cuda, nullptr);
+  constexpr std::size_t kRows = 33, kIn = 100, kOut = 17;
+  std::mt19937 gen(7);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  auto random_floats = [&](std::size_t n) {
+    std::vector<float> v(n);
+    for (float& f : v) f = normal(gen);
+    return Floats(v);
+  };
+  const std::string x = random_floats(kRows * kIn), w = random_floats(kIn * kOut), b = random_floats(kOut);
+  std::vector<std::string> results[2];
+  int side = 0;
+  for (Context* c : {cpu.get(), cuda.get()}) {
+    CORE_ASSERT_OK_AND_ASSIGN(BufferId bx, c->Allocate("x", x.size()));
+    CORE_ASSERT_OK_AND_ASSIGN(BufferId bw, c->Allocate("w", w.size()));
+    CORE_ASSERT_OK_AND_ASSIGN(BufferId bb, c->Allocate("b", b.size()));
+    CORE_ASSERT_OK_AND_ASSIGN(BufferId by, c->Allocate("y", kRows * kOut * 4));
+    CORE_ASSERT_OK(c->Write(bx, 0, x));
+    CORE_ASSERT_OK(c->Write(bw, 0, w));
+    CORE_ASSERT_OK(c->Write(bb, 0, b));
+    CORE_ASSERT_OK(c->Linear(bx, bw, bb, by, kRows, kIn, kOut, true));
+    CORE_ASSERT_OK_AND_ASSIGN(std::string y, c->Read(by));
+    CORE_ASSERT_OK_AND_ASSIGN(std::uint64_t digest, c->Digest(bx));
+    results[side++] = {y, std::to_string(digest)};
+  }
+  EXPECT_EQ(results[0][0], results[1][0]) << "Linear differs between the CPU path and CUDA";
+  EXPECT_EQ(results[0][1], results[1][1]) << "Digest differs between the CPU path and CUDA";
+}
+
+// --- a worker's GPU work, crashed and replayed ------------------------------
+
+// One worker's GPU state and the task that drives it: every step draws
+// random numbers, runs a layer (whose variant is a logged choice), scatters
+// with float atomics into a histogram, and races affine updates on a state
+// vector; the histogram and state carry over from step to step, so any
+// unlogged nondeterminism shows in the final digest.
+struct GpuApp {
+  static constexpr std::size_t kValues = 4096, kBins = 8, kState = 1024, kRows = 16, kIn = 32, kOut = 8;
+
+  explicit GpuApp(Context& c) : context(c) {}
+
+  Status Setup() {
+    auto alloc = [&](const char* name, std::size_t bytes, BufferId* id) {
+      auto r = context.Allocate(name, bytes);
+      if (r.ok()) *id = r.value();
+      return r.status();
+    };
+    for (Status s : {alloc("noise", kValues * 4, &noise), alloc("index", kValues * 4, &index),
+                     alloc("hist", kBins * 4, &hist), alloc("state", kState * 4, &state), alloc("x", kRows * kIn * 4, &x),
+                     alloc("w", kIn * kOut * 4, &w), alloc("b", kOut * 4, &b), alloc("y", kRows * kOut * 4, &y)})
+      if (!s.ok()) return s;
+    std::vector<std::uint32_t> bins(kValues);
+    for (std::size_t i = 0; i < kValues; ++i) bins[i] = static_cast<std::uint32_t>(i % kBins);
+    std::vector<float> weights(kIn * kOut);
+    for (std::size_t i = 0; i < weights.size(); ++i) weights[i] = static_cast<float>(i % 13) / 7.0f - 0.9f;
+    if (Status s = context.Write(index, 0, std::string(reinterpret_cast<const char*>(bins.data()), kValues * 4)); !s.ok())
+      return s;
+    if (Status s = context.Write(w, 0, Floats(weights)); !s.ok()) return s;
+    return context.Write(state, 0, Floats(std::vector<float>(kState, 1.0f)));
+  }
+
+  Status Step(Worker& worker, const Task& task, OnDivergence policy) {
+    TaskScope scope(context, worker, task);
+    for (Status s : {scope.FillUniform(noise, kValues), scope.FillUniform(x, kRows * kIn)})
+      if (!s.ok()) return s;
+    auto algorithm = scope.ChooseAlgorithm([] { return std::random_device{}() % 2 ? "relu" : "linear"; });
+    if (!algorithm.ok()) return algorithm.status();
+    if (Status s = context.Linear(x, w, b, y, kRows, kIn, kOut, algorithm.value() == "relu"); !s.ok()) return s;
+    if (Status s = scope.ScatterAdd(noise, index, kValues, hist); !s.ok()) return s;
+    const AffineUpdate updates[] = {{1.5f, 0.25f}, {0.5f, -1.0f}, {-1.25f, 2.0f}, {0.75f, 0.5f}};
+    if (Status s = scope.RaceUpdates(state, updates); !s.ok()) return s;
+    const BufferId outputs[] = {state, hist, y};
+    return scope.Finish(outputs, policy);
+  }
+
+  Result<std::uint64_t> StateDigest() {
+    std::uint64_t digest = 0;
+    for (BufferId id : {state, hist, y}) {
+      auto d = context.Digest(id);
+      if (!d.ok()) return d.status();
+      digest = digest * 31 + d.value();
+    }
+    return digest;
+  }
+
+  Context& context;
+  BufferId noise = 0, index = 0, hist = 0, state = 0, x = 0, w = 0, b = 0, y = 0;
+};
+
+class GpuReplayTest : public ::testing::TestWithParam<Backend> {
+ protected:
+  static constexpr int kSteps = 6;
+
+  WorkerOptions Options() { return coretest::HandDrivenOptions(0, 1, &clock_, nullptr); }
+
+  // Runs the worker until the chain of kSteps tasks is done, delivering its
+  // frames to itself and flushing after every task; checkpoints GPU state
+  // after step `checkpoint_after` if set.
+  Status Drive(Worker& worker, GpuApp& app, OnDivergence policy, int checkpoint_after = -1) {
+    for (int guard = 0; guard < 1000; ++guard) {
+      auto task = worker.NextTask();
+      if (!task.ok()) return task.status();
+      if (!task.value()) {
+        if (!worker.recovering()) return Status::OK();
+        worker.Tick();
+        continue;
+      }
+      const Task& t = *task.value();
+      const int step = t.start ? 0 : std::stoi(t.payload);
+      if (Status s = app.Step(worker, t, policy); !s.ok()) return s;
+      if (step + 1 < kSteps)
+        if (auto id = worker.Submit(0, std::to_string(step + 1)); !id.ok()) return id.status();
+      if (step == checkpoint_after) {
+        auto snapshot = app.context.Snapshot();
+        if (!snapshot.ok()) return snapshot.status();
+        if (Status s = worker.Checkpoint(std::move(snapshot).value()); !s.ok()) return s;
+      }
+      for (Frame& f : worker.TakeFrames())
+        if (auto d = worker.Receive(f.bytes); !d.ok()) return d.status();
+      if (auto flushed = worker.Flush(); !flushed.ok()) return flushed.status();
+    }
+    return Status(Code::kInternal, "the task chain did not end");
+  }
+
+  // The live run's final state digest, and the replay's (and its status)
+  // after the worker crashed and restarted on the same store.
+  struct Outcome {
+    std::uint64_t live = 0, replayed = 0;
+    Status replay;
+    Stats stats;
+  };
+  void LiveCrashReplay(GpuBreakage breakage, OnDivergence policy, int checkpoint_after, Outcome* outcome) {
+    auto store = NewMemoryStore();
+    {
+      auto context = OpenOrSkip(GetParam(), breakage);
+      ASSERT_NE(context, nullptr);
+      GpuApp app(*context);
+      CORE_ASSERT_OK(app.Setup());
+      CORE_ASSERT_OK_AND_ASSIGN(auto worker, Worker::Open(Options(), store.get()));
+      CORE_ASSERT_OK(Drive(*worker, app, policy, checkpoint_after));
+      CORE_ASSERT_OK_AND_ASSIGN(outcome->live, app.StateDigest());
+    }
+    // The crash: the worker, its context and all device memory are gone.
+    auto context = OpenOrSkip(GetParam(), breakage);
+    ASSERT_NE(context, nullptr);
+    GpuApp app(*context);
+    CORE_ASSERT_OK(app.Setup());
+    CORE_ASSERT_OK_AND_ASSIGN(auto worker, Worker::Open(Options(), store.get()));
+    ASSERT_TRUE(worker->recovering());
+    if (auto snapshot = worker->TakeRestoredSnapshot()) CORE_ASSERT_OK(context->Restore(*snapshot));
+    outcome->replay = Drive(*worker, app, policy);
+    if (outcome->replay.ok()) {
+      CORE_ASSERT_OK_AND_ASSIGN(outcome->replayed, app.StateDigest());
+    }
+    outcome->stats = context->GetStats();
+  }
+
+  coretest::FakeClock clock_;
+};
+
+TEST_P(GpuReplayTest, ReplayRebuildsTheDeviceStateBitForBit) {
+  SKIP_WITHOUT_DEVICE(GetParam());
+  Outcome o;
+  LiveCrashReplay(GpuBreakage::kNone, OnDivergence::kFail, -1, &o);
+  CORE_ASSERT_OK(o.replay);
+  EXPECT_EQ(o.replayed, o.live);
+  EXPECT_EQ(o.stats.tasks, static_cast<std::uint64_t>(kSteps));
+  EXPECT_EQ(o.stats.digests, static_cast<std::uint64_t>(kSteps)) << "every replayed task was checked";
+  EXPECT_EQ(o.stats.divergences, 0u);
+  EXPECT_EQ(o.stats.restored_output_bytes, kSteps * GpuApp::kBins * 4) << "racy outputs restored, not recomputed";
+}
+
+TEST_P(GpuReplayTest, ReplayFromACheckpointRestoresDeviceMemoryThenTheLog) {
+  SKIP_WITHOUT_DEVICE(GetParam());
+  Outcome o;
+  LiveCrashReplay(GpuBreakage::kNone, OnDivergence::kFail, /*checkpoint_after=*/2, &o);
+  CORE_ASSERT_OK(o.replay);
+  EXPECT_EQ(o.replayed, o.live);
+  EXPECT_EQ(o.stats.restores, 1u);
+  EXPECT_EQ(o.stats.tasks, static_cast<std::uint64_t>(kSteps - 3)) << "only the tasks after the checkpoint";
+}
+
+// Negative controls: with racy outputs (or launch order) unlogged, the replay
+// recomputes them and the digest check must catch the difference.
+TEST_P(GpuReplayTest, UnloggedAtomicsOutputIsReportedAsDiverged) {
+  SKIP_WITHOUT_DEVICE(GetParam());
+  Outcome o;
+  LiveCrashReplay(GpuBreakage::kNoOutputLog, OnDivergence::kFail, -1, &o);
+  EXPECT_EQ(o.replay.code(), Code::kDiverged) << o.replay.ToString();
+  EXPECT_THAT(std::string(o.replay.message()), HasSubstr("differs from the logged one"));
+  EXPECT_EQ(o.stats.divergences, 1u) << "the first diverged task fails";
+
+  Outcome reported;
+  LiveCrashReplay(GpuBreakage::kNoOutputLog, OnDivergence::kReport, -1, &reported);
+  CORE_ASSERT_OK(reported.replay);
+  EXPECT_GE(reported.stats.divergences, 1u) << "accepted, but counted";
+  EXPECT_NE(reported.replayed, reported.live);
+}
+
+TEST_P(GpuReplayTest, UnloggedLaunchOrderIsReportedAsDiverged) {
+  if (GetParam() == Backend::kCuda)
+    GTEST_SKIP() << "a device may well run the raced launches in launch order every time; "
+                    "scripts/gpu-check measures how often it does not";
+  Outcome o;
+  LiveCrashReplay(GpuBreakage::kNoOrderLog, OnDivergence::kFail, -1, &o);
+  EXPECT_EQ(o.replay.code(), Code::kDiverged) << o.replay.ToString();
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, GpuReplayTest, ::testing::Values(Backend::kCpu, Backend::kCuda),
+                         [](const auto& backend) { return std::string(BackendName(backend.param)); });
+
+}  // namespace
+}  // namespace lstash::gpu
