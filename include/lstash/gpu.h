@@ -134,6 +134,15 @@ class LSTASH_EXPORT Context {
   // x: rows x in, w: in x out, b: out, y: rows x out; all float32.
   virtual Status Linear(BufferId x, BufferId w, BufferId b, BufferId y, std::size_t rows, std::size_t in,
                         std::size_t out, bool relu) = 0;
+  // The gradients of Linear (before any relu; see ReluBackward) for
+  // dy (rows x out): dx = dy w^T, dw = x^T dy, db = column sums of dy, each
+  // sum in ascending index order.
+  virtual Status LinearBackward(BufferId x, BufferId w, BufferId dy, BufferId dx, BufferId dw, BufferId db,
+                                std::size_t rows, std::size_t in, std::size_t out) = 0;
+  // dy[i] = 0 where y[i] <= 0 (y: relu's output), for n floats.
+  virtual Status ReluBackward(BufferId y, BufferId dy, std::size_t n) = 0;
+  // y = a * x + b * y over n floats (b == 0: y's old values are not read).
+  virtual Status Axpby(float a, BufferId x, float b, BufferId y, std::size_t n) = 0;
   // The 64-bit digest of a buffer's bytes, computed where the buffer lives.
   virtual Result<std::uint64_t> Digest(BufferId buffer) = 0;
 

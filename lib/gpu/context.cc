@@ -120,17 +120,43 @@ void* ContextImpl::device_pointer(BufferId buffer) {
   return b == nullptr ? nullptr : b->data;
 }
 
+Result<std::vector<float*>> ContextImpl::Floats(std::initializer_list<std::pair<BufferId, std::size_t>> buffers,
+                                               std::string_view what) {
+  std::vector<float*> pointers;
+  for (auto [buffer, floats] : buffers) {
+    auto p = Span(buffer, floats * sizeof(float), what);
+    if (!p.ok()) return p.status();
+    pointers.push_back(static_cast<float*>(p.value()));
+  }
+  return pointers;
+}
+
 Status ContextImpl::Linear(BufferId x, BufferId w, BufferId b, BufferId y, std::size_t rows, std::size_t in,
                            std::size_t out, bool relu) {
-  const std::size_t f = sizeof(float);
-  auto px = Span(x, rows * in * f, "linear x");
-  auto pw = Span(w, in * out * f, "linear w");
-  auto pb = Span(b, out * f, "linear b");
-  auto py = Span(y, rows * out * f, "linear y");
-  for (const auto* p : {&px, &pw, &pb, &py})
-    if (!p->ok()) return p->status();
-  return device_->Linear(static_cast<const float*>(px.value()), static_cast<const float*>(pw.value()),
-                         static_cast<const float*>(pb.value()), static_cast<float*>(py.value()), rows, in, out, relu);
+  auto p = Floats({{x, rows * in}, {w, in * out}, {b, out}, {y, rows * out}}, "linear");
+  if (!p.ok()) return p.status();
+  return device_->Linear(p.value()[0], p.value()[1], p.value()[2], p.value()[3], rows, in, out, relu);
+}
+
+Status ContextImpl::LinearBackward(BufferId x, BufferId w, BufferId dy, BufferId dx, BufferId dw, BufferId db,
+                                   std::size_t rows, std::size_t in, std::size_t out) {
+  auto p = Floats({{x, rows * in}, {w, in * out}, {dy, rows * out}, {dx, rows * in}, {dw, in * out}, {db, out}},
+                  "linear backward");
+  if (!p.ok()) return p.status();
+  const auto& v = p.value();
+  return device_->LinearBackward(v[0], v[1], v[2], v[3], v[4], v[5], rows, in, out);
+}
+
+Status ContextImpl::ReluBackward(BufferId y, BufferId dy, std::size_t n) {
+  auto p = Floats({{y, n}, {dy, n}}, "relu backward");
+  if (!p.ok()) return p.status();
+  return device_->ReluBackward(p.value()[0], p.value()[1], n);
+}
+
+Status ContextImpl::Axpby(float a, BufferId x, float b, BufferId y, std::size_t n) {
+  auto p = Floats({{x, n}, {y, n}}, "axpby");
+  if (!p.ok()) return p.status();
+  return device_->Axpby(a, p.value()[0], b, p.value()[1], n);
 }
 
 Result<std::uint64_t> ContextImpl::Digest(BufferId buffer) {

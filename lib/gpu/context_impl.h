@@ -31,6 +31,10 @@ class ContextImpl final : public Context {
 
   Status Linear(BufferId x, BufferId w, BufferId b, BufferId y, std::size_t rows, std::size_t in, std::size_t out,
                 bool relu) override;
+  Status LinearBackward(BufferId x, BufferId w, BufferId dy, BufferId dx, BufferId dw, BufferId db, std::size_t rows,
+                        std::size_t in, std::size_t out) override;
+  Status ReluBackward(BufferId y, BufferId dy, std::size_t n) override;
+  Status Axpby(float a, BufferId x, float b, BufferId y, std::size_t n) override;
   Result<std::uint64_t> Digest(BufferId buffer) override;
 
   Status BeginSnapshot() override;
@@ -45,6 +49,9 @@ class ContextImpl final : public Context {
   GpuBreakage breakage() const { return breakage_; }
   // The buffer's pointer if it holds at least `bytes`; else an error naming it.
   Result<void*> Span(BufferId buffer, std::size_t bytes, std::string_view what);
+  // Span for several float buffers at once: {buffer, floats} pairs.
+  Result<std::vector<float*>> Floats(std::initializer_list<std::pair<BufferId, std::size_t>> buffers,
+                                     std::string_view what);
   template <typename F>
   void UpdateStats(F&& update) {
     std::lock_guard lock(stats_mu_);

@@ -43,6 +43,26 @@ class CpuDevice final : public Device {
     return Status::OK();
   }
 
+  Status LinearBackward(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db,
+                        std::size_t rows, std::size_t in, std::size_t out) override {
+    for (std::size_t r = 0; r < rows; ++r)
+      for (std::size_t k = 0; k < in; ++k) dx[r * in + k] = math::LinearDxAt(dy, w, r, k, out);
+    for (std::size_t k = 0; k < in; ++k)
+      for (std::size_t o = 0; o < out; ++o) dw[k * out + o] = math::LinearDwAt(x, dy, k, o, rows, in, out);
+    for (std::size_t o = 0; o < out; ++o) db[o] = math::LinearDbAt(dy, o, rows, out);
+    return Status::OK();
+  }
+
+  Status ReluBackward(const float* y, float* dy, std::size_t n) override {
+    for (std::size_t i = 0; i < n; ++i) dy[i] = math::ReluGrad(y[i], dy[i]);
+    return Status::OK();
+  }
+
+  Status Axpby(float a, const float* x, float b, float* y, std::size_t n) override {
+    for (std::size_t i = 0; i < n; ++i) y[i] = math::AxpbyAt(a, x[i], b, y[i]);
+    return Status::OK();
+  }
+
   Status FillUniform(float* out, std::size_t n, std::uint64_t key, std::uint64_t offset) override {
     for (std::size_t i = 0; i < n; ++i) out[i] = math::UniformAt(key, offset, i);
     return Status::OK();

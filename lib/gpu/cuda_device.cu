@@ -37,9 +37,35 @@ __global__ void LinearKernel(const float* x, const float* w, const float* b, flo
     y[i] = math::LinearAt(x, w, b, i / out, i % out, in, out, relu);
 }
 
+#define LSTASH_FOR_EACH(i, n) \
+  for (std::size_t i = blockIdx.x * std::size_t{blockDim.x} + threadIdx.x; i < (n); i += std::size_t{gridDim.x} * blockDim.x)
+
+__global__ void LinearBackwardKernel(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db,
+                                     std::size_t rows, std::size_t in, std::size_t out) {
+  // One grid for all three gradients: dx's elements, then dw's, then db's.
+  LSTASH_FOR_EACH(i, rows * in + in * out + out) {
+    if (i < rows * in) {
+      dx[i] = math::LinearDxAt(dy, w, i / in, i % in, out);
+    } else if (i < rows * in + in * out) {
+      const std::size_t j = i - rows * in;
+      dw[j] = math::LinearDwAt(x, dy, j / out, j % out, rows, in, out);
+    } else {
+      const std::size_t o = i - rows * in - in * out;
+      db[o] = math::LinearDbAt(dy, o, rows, out);
+    }
+  }
+}
+
+__global__ void ReluBackwardKernel(const float* y, float* dy, std::size_t n) {
+  LSTASH_FOR_EACH(i, n) dy[i] = math::ReluGrad(y[i], dy[i]);
+}
+
+__global__ void AxpbyKernel(float a, const float* x, float b, float* y, std::size_t n) {
+  LSTASH_FOR_EACH(i, n) y[i] = math::AxpbyAt(a, x[i], b, b == 0.0f ? 0.0f : y[i]);
+}
+
 __global__ void FillUniformKernel(float* out, std::size_t n, std::uint64_t key, std::uint64_t offset) {
-  for (std::size_t i = blockIdx.x * std::size_t{blockDim.x} + threadIdx.x; i < n; i += std::size_t{gridDim.x} * blockDim.x)
-    out[i] = math::UniformAt(key, offset, i);
+  LSTASH_FOR_EACH(i, n) out[i] = math::UniformAt(key, offset, i);
 }
 
 __global__ void DigestKernel(const unsigned char* p, std::size_t bytes, unsigned long long* sum) {
@@ -158,6 +184,25 @@ class CudaDevice final : public Device {
                 std::size_t out, bool relu) override {
     LinearKernel<<<Blocks(rows * out), kThreads, 0, main_>>>(x, w, b, y, rows, in, out, relu);
     LSTASH_CUDA(cudaGetLastError(), "linear");
+    return Status::OK();
+  }
+
+  Status LinearBackward(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db,
+                        std::size_t rows, std::size_t in, std::size_t out) override {
+    LinearBackwardKernel<<<Blocks(rows * in + in * out + out), kThreads, 0, main_>>>(x, w, dy, dx, dw, db, rows, in, out);
+    LSTASH_CUDA(cudaGetLastError(), "linear backward");
+    return Status::OK();
+  }
+
+  Status ReluBackward(const float* y, float* dy, std::size_t n) override {
+    ReluBackwardKernel<<<Blocks(n), kThreads, 0, main_>>>(y, dy, n);
+    LSTASH_CUDA(cudaGetLastError(), "relu backward");
+    return Status::OK();
+  }
+
+  Status Axpby(float a, const float* x, float b, float* y, std::size_t n) override {
+    AxpbyKernel<<<Blocks(n), kThreads, 0, main_>>>(a, x, b, y, n);
+    LSTASH_CUDA(cudaGetLastError(), "axpby");
     return Status::OK();
   }
 

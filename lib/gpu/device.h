@@ -40,6 +40,10 @@ class Device {
 
   virtual Status Linear(const float* x, const float* w, const float* b, float* y, std::size_t rows, std::size_t in,
                         std::size_t out, bool relu) = 0;
+  virtual Status LinearBackward(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db,
+                                std::size_t rows, std::size_t in, std::size_t out) = 0;
+  virtual Status ReluBackward(const float* y, float* dy, std::size_t n) = 0;
+  virtual Status Axpby(float a, const float* x, float b, float* y, std::size_t n) = 0;
   virtual Status FillUniform(float* out, std::size_t n, std::uint64_t key, std::uint64_t offset) = 0;
   virtual Result<std::uint64_t> Digest(const void* p, std::size_t bytes) = 0;
   // out[index[i]] += values[i], in an order that varies between runs.

@@ -92,6 +92,26 @@ LSTASH_HD float LinearAt(const float* x, const float* w, const float* b, std::si
   return relu ? Relu(acc) : acc;
 }
 
+// The gradients of one Linear, element by element, each sum ascending.
+LSTASH_HD float LinearDxAt(const float* dy, const float* w, std::size_t r, std::size_t k, std::size_t out) {
+  float acc = 0.0f;
+  for (std::size_t o = 0; o < out; ++o) acc = Add(acc, Mul(dy[r * out + o], w[k * out + o]));
+  return acc;
+}
+LSTASH_HD float LinearDwAt(const float* x, const float* dy, std::size_t k, std::size_t o, std::size_t rows,
+                           std::size_t in, std::size_t out) {
+  float acc = 0.0f;
+  for (std::size_t r = 0; r < rows; ++r) acc = Add(acc, Mul(x[r * in + k], dy[r * out + o]));
+  return acc;
+}
+LSTASH_HD float LinearDbAt(const float* dy, std::size_t o, std::size_t rows, std::size_t out) {
+  float acc = 0.0f;
+  for (std::size_t r = 0; r < rows; ++r) acc = Add(acc, dy[r * out + o]);
+  return acc;
+}
+LSTASH_HD float ReluGrad(float y, float dy) { return y > 0.0f ? dy : 0.0f; }
+LSTASH_HD float AxpbyAt(float a, float x, float b, float y) { return b == 0.0f ? Mul(a, x) : Add(Mul(a, x), Mul(b, y)); }
+
 LSTASH_HD float Affine(float value, float scale, float shift) { return Add(Mul(value, scale), shift); }
 
 }  // namespace lstash::gpu::math

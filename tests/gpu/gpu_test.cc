@@ -9,6 +9,7 @@
 #include <lstash/store.h>
 #include <lstash/worker.h>
 
+#include <array>
 #include <cstring>
 #include <random>
 #include <string>
@@ -172,10 +173,6 @@ TEST(GpuContext, OpenRefusesBadOptionsAndExplainsAMissingDevice) {
 
 TEST(GpuBackends, CudaComputesTheCpuPathsBits) {
   SKIP_WITHOUT_DEVICE(Backend::kCuda);
-  auto cpu = OpenOrSkip(Backend::kCpu);
-  auto cuda = OpenOrSkip(Backend::kCuda);
-  ASSERT_NE(cpu, nullptr);
-  ASSERT_NE(cuda, nullptr);
   constexpr std::size_t kRows = 33, kIn = 100, kOut = 17;
   std::mt19937 gen(7);
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -184,24 +181,57 @@ TEST(GpuBackends, CudaComputesTheCpuPathsBits) {
     for (float& f : v) f = normal(gen);
     return Floats(v);
   };
-  const std::string x = random_floats(kRows * kIn), w = random_floats(kIn * kOut), b = random_floats(kOut);
-  std::vector<std::string> results[2];
-  int side = 0;
-  for (Context* c : {cpu.get(), cuda.get()}) {
-    CORE_ASSERT_OK_AND_ASSIGN(BufferId bx, c->Allocate("x", x.size()));
-    CORE_ASSERT_OK_AND_ASSIGN(BufferId bw, c->Allocate("w", w.size()));
-    CORE_ASSERT_OK_AND_ASSIGN(BufferId bb, c->Allocate("b", b.size()));
-    CORE_ASSERT_OK_AND_ASSIGN(BufferId by, c->Allocate("y", kRows * kOut * 4));
+  const std::string x = random_floats(kRows * kIn), w = random_floats(kIn * kOut), b = random_floats(kOut),
+                    dy = random_floats(kRows * kOut);
+  // Every provided kernel on each backend; the buffers' bytes and digests.
+  auto run = [&](Backend backend, std::vector<std::string>* out) {
+    auto c = OpenOrSkip(backend);
+    ASSERT_NE(c, nullptr);
+    auto store = NewMemoryStore();
+    coretest::FakeClock clock;
+    WorkerOptions options = coretest::HandDrivenOptions(0, 1, &clock, nullptr);
+    options.mode = Mode::kNone;
+    CORE_ASSERT_OK_AND_ASSIGN(auto worker, Worker::Open(options, store.get()));
+    CORE_ASSERT_OK_AND_ASSIGN(std::optional<Task> start, worker->NextTask());
+    ASSERT_TRUE(start.has_value());
+    std::vector<BufferId> ids;
+    for (const auto& [name, bytes] : std::vector<std::pair<const char*, std::size_t>>{
+             {"x", x.size()}, {"w", w.size()}, {"b", b.size()}, {"y", kRows * kOut * 4}, {"dy", dy.size()},
+             {"dx", x.size()}, {"dw", w.size()}, {"db", b.size()}, {"u", 1001 * 4}}) {
+      CORE_ASSERT_OK_AND_ASSIGN(BufferId id, c->Allocate(name, bytes));
+      ids.push_back(id);
+    }
+    const auto [bx, bw, bb, by, bdy, bdx, bdw, bdb, bu] =
+        std::array{ids[0], ids[1], ids[2], ids[3], ids[4], ids[5], ids[6], ids[7], ids[8]};
     CORE_ASSERT_OK(c->Write(bx, 0, x));
     CORE_ASSERT_OK(c->Write(bw, 0, w));
     CORE_ASSERT_OK(c->Write(bb, 0, b));
+    CORE_ASSERT_OK(c->Write(bdy, 0, dy));
     CORE_ASSERT_OK(c->Linear(bx, bw, bb, by, kRows, kIn, kOut, true));
-    CORE_ASSERT_OK_AND_ASSIGN(std::string y, c->Read(by));
-    CORE_ASSERT_OK_AND_ASSIGN(std::uint64_t digest, c->Digest(bx));
-    results[side++] = {y, std::to_string(digest)};
-  }
-  EXPECT_EQ(results[0][0], results[1][0]) << "Linear differs between the CPU path and CUDA";
-  EXPECT_EQ(results[0][1], results[1][1]) << "Digest differs between the CPU path and CUDA";
+    CORE_ASSERT_OK(c->ReluBackward(by, bdy, kRows * kOut));
+    CORE_ASSERT_OK(c->LinearBackward(bx, bw, bdy, bdx, bdw, bdb, kRows, kIn, kOut));
+    CORE_ASSERT_OK(c->Axpby(-0.01f, bdw, 1.0f, bw, kIn * kOut));
+    TaskScope scope(*c, *worker, *start);
+    CORE_ASSERT_OK(scope.FillUniform(bu, 500));
+    const BufferId tail[] = {bu};
+    CORE_ASSERT_OK(scope.RunNondeterministic(tail, [&] { return Status::OK(); }));
+    CORE_ASSERT_OK(scope.FillUniform(bu, 1001));  // continues the stream
+    CORE_ASSERT_OK(scope.Finish());
+    for (BufferId id : ids) {
+      CORE_ASSERT_OK_AND_ASSIGN(std::string bytes, c->Read(id));
+      CORE_ASSERT_OK_AND_ASSIGN(std::uint64_t digest, c->Digest(id));
+      out->push_back(bytes);
+      out->push_back(std::to_string(digest));
+    }
+  };
+  std::vector<std::string> cpu, cuda;
+  run(Backend::kCpu, &cpu);
+  run(Backend::kCuda, &cuda);
+  ASSERT_EQ(cpu.size(), cuda.size());
+  const char* names[] = {"x", "w", "b", "y", "dy", "dx", "dw", "db", "u"};
+  for (std::size_t i = 0; i < cpu.size(); ++i)
+    EXPECT_TRUE(cpu[i] == cuda[i]) << (i % 2 ? "the digest of " : "the bytes of ") << names[i / 2]
+                                   << " differ between the CPU path and CUDA";
 }
 
 // --- a worker's GPU work, crashed and replayed ------------------------------
