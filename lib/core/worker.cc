@@ -1131,7 +1131,7 @@ Status WorkerImpl::StartRecovery() {
 
   auto checkpoint = store_->LatestCheckpoint(options_.id);
   if (!checkpoint.ok()) return checkpoint.status().WithContext("reading the latest checkpoint");
-  if (checkpoint->has_value()) LSTASH_RETURN_IF_ERROR(RestoreCheckpoint(**checkpoint));
+  if (checkpoint->has_value()) LSTASH_RETURN_IF_ERROR(RestoreCheckpoint(std::move(**checkpoint)));
 
   std::vector<LogRecord> records;
   LSTASH_RETURN_IF_ERROR(store_->ReadLog(options_.id, position_ + 1, &records));
@@ -1160,9 +1160,9 @@ Status WorkerImpl::StartRecovery() {
   return Status::OK();
 }
 
-Status WorkerImpl::RestoreCheckpoint(const StoredCheckpoint& stored) {
+Status WorkerImpl::RestoreCheckpoint(StoredCheckpoint stored) {
   wire::CheckpointRecord c;
-  LSTASH_RETURN_IF_ERROR(wire::DecodeCheckpoint(stored.bytes, &c));
+  LSTASH_RETURN_IF_ERROR(wire::DecodeCheckpoint(std::move(stored.bytes), &c));
   if (c.worker != options_.id || c.num_workers != n_ || c.at != stored.at ||
       c.next_channel_seq.size() != n_ || c.executed_upto.size() != n_) {
     return Corruption("checkpoint of worker " + std::to_string(c.worker) + " (" + std::to_string(c.num_workers) +

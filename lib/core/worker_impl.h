@@ -179,7 +179,7 @@ class WorkerImpl final : public Worker {
   void HandleRecoveryReply(wire::DecodedFrame& f);
 
   Status StartRecovery();
-  Status RestoreCheckpoint(const StoredCheckpoint& stored);
+  Status RestoreCheckpoint(StoredCheckpoint stored);
   void CompleteGather();
   void GatherStoredCopies();
 

@@ -7,6 +7,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,7 @@ namespace lstash::gpu {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr unsigned kDigestBlocks = 4096;  // enough to fill any current device; each block loops
 
 Status CudaError(cudaError_t error, const char* what) {
   return Status(error == cudaErrorMemoryAllocation ? Code::kResourceExhausted : Code::kInternal,
@@ -30,15 +32,15 @@ unsigned Blocks(std::size_t n) {
   return static_cast<unsigned>(blocks == 0 ? 1 : (blocks > 65535 * 16 ? 65535 * 16 : blocks));
 }
 
+#define LSTASH_FOR_EACH(i, n) \
+  for (std::size_t i = blockIdx.x * std::size_t{blockDim.x} + threadIdx.x; i < (n); i += std::size_t{gridDim.x} * blockDim.x)
+
 __global__ void LinearKernel(const float* x, const float* w, const float* b, float* y, std::size_t rows,
                              std::size_t in, std::size_t out, bool relu) {
   for (std::size_t i = blockIdx.x * std::size_t{blockDim.x} + threadIdx.x; i < rows * out;
        i += std::size_t{gridDim.x} * blockDim.x)
     y[i] = math::LinearAt(x, w, b, i / out, i % out, in, out, relu);
 }
-
-#define LSTASH_FOR_EACH(i, n) \
-  for (std::size_t i = blockIdx.x * std::size_t{blockDim.x} + threadIdx.x; i < (n); i += std::size_t{gridDim.x} * blockDim.x)
 
 __global__ void LinearBackwardKernel(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db,
                                      std::size_t rows, std::size_t in, std::size_t out) {
@@ -68,23 +70,40 @@ __global__ void FillUniformKernel(float* out, std::size_t n, std::uint64_t key, 
   LSTASH_FOR_EACH(i, n) out[i] = math::UniformAt(key, offset, i);
 }
 
-__global__ void DigestKernel(const unsigned char* p, std::size_t bytes, unsigned long long* sum) {
+// Device-side state of a digest: the running sum and how many blocks are
+// done. The last block to finish publishes the sum to `result` (mapped host
+// memory, so no copy is queued after the kernel) and zeroes both for the
+// next digest, so no memset is queued before it either.
+struct DigestAccumulator {
+  unsigned long long sum;
+  unsigned blocks_done;
+};
+
+__global__ void DigestKernel(const unsigned char* p, std::size_t bytes, DigestAccumulator* acc,
+                             volatile unsigned long long* result) {
   const std::size_t words = (bytes + 7) / 8, full = bytes / 8;
   unsigned long long local = 0;
-  for (std::size_t i = blockIdx.x * std::size_t{blockDim.x} + threadIdx.x; i < words; i += std::size_t{gridDim.x} * blockDim.x) {
+  LSTASH_FOR_EACH(i, words) {
     // cudaMalloc'd buffers are 256-byte aligned, so full words load whole.
     const std::uint64_t word = i < full ? reinterpret_cast<const std::uint64_t*>(p)[i] : math::WordAt(p, bytes, i);
     local += math::DigestTerm(word, i);
   }
   for (int delta = 16; delta > 0; delta /= 2) local += __shfl_down_sync(0xffffffffu, local, delta);
-  if ((threadIdx.x & 31) == 0 && local != 0) atomicAdd(sum, local);
+  if ((threadIdx.x & 31) == 0 && local != 0) atomicAdd(&acc->sum, local);
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0 && atomicAdd(&acc->blocks_done, 1u) == gridDim.x - 1) {
+    *result = atomicExch(&acc->sum, 0ull);
+    acc->blocks_done = 0;
+    __threadfence_system();
+  }
 }
 
 __global__ void ScatterAddKernel(const float* values, const std::uint32_t* index, std::size_t n, float* out,
-                                 std::size_t out_len, unsigned* bad) {
-  for (std::size_t i = blockIdx.x * std::size_t{blockDim.x} + threadIdx.x; i < n; i += std::size_t{gridDim.x} * blockDim.x) {
+                                 std::size_t out_len, volatile unsigned* bad_index) {
+  LSTASH_FOR_EACH(i, n) {
     if (index[i] >= out_len)
-      atomicAdd(bad, 1u);
+      *bad_index = 1;  // a plain store: atomics on mapped host memory need not exist
     else
       atomicAdd(&out[index[i]], values[i]);  // the order of these is the nondeterminism
   }
@@ -123,7 +142,9 @@ class CudaDevice final : public Device {
  public:
   ~CudaDevice() override {
     cudaDeviceSynchronize();
-    cudaFree(scratch_);
+    cudaFree(digest_);
+    cudaFree(race_tickets_);
+    cudaFreeHost(const_cast<Mapped*>(mapped_));
     cudaFree(table_);
     for (cudaStream_t s : race_streams_) cudaStreamDestroy(s);
     cudaStreamDestroy(copy_);
@@ -213,30 +234,26 @@ class CudaDevice final : public Device {
   }
 
   Result<std::uint64_t> Digest(const void* p, std::size_t bytes) override {
-    auto* sum = reinterpret_cast<unsigned long long*>(scratch_);
-    LSTASH_CUDA(cudaMemsetAsync(sum, 0, sizeof *sum, main_), "digest");
-    DigestKernel<<<Blocks((bytes + 7) / 8), kThreads, 0, main_>>>(static_cast<const unsigned char*>(p), bytes, sum);
+    const unsigned blocks = std::min(Blocks((bytes + 7) / 8), kDigestBlocks);
+    DigestKernel<<<blocks, kThreads, 0, main_>>>(static_cast<const unsigned char*>(p), bytes, digest_, &mapped_->digest);
     LSTASH_CUDA(cudaGetLastError(), "digest");
-    unsigned long long host = 0;
-    if (Status s = CopyOut(&host, sum, sizeof host); !s.ok()) return s;
-    return math::DigestFinish(host, bytes);
+    LSTASH_CUDA(cudaStreamSynchronize(main_), "digest");
+    return math::DigestFinish(mapped_->digest, bytes);
   }
 
   Status ScatterAdd(const float* values, const std::uint32_t* index, std::size_t n, float* out,
                     std::size_t out_len) override {
-    auto* bad = reinterpret_cast<unsigned*>(scratch_ + 8);
-    LSTASH_CUDA(cudaMemsetAsync(bad, 0, sizeof *bad, main_), "scatter-add");
-    ScatterAddKernel<<<Blocks(n), kThreads, 0, main_>>>(values, index, n, out, out_len, bad);
+    mapped_->bad_indices = 0;
+    ScatterAddKernel<<<Blocks(n), kThreads, 0, main_>>>(values, index, n, out, out_len, &mapped_->bad_indices);
     LSTASH_CUDA(cudaGetLastError(), "scatter-add");
-    unsigned host = 0;
-    if (Status s = CopyOut(&host, bad, sizeof host); !s.ok()) return s;
-    if (host != 0) return Status(Code::kInvalidArgument, "scatter-add index past the output");
+    LSTASH_CUDA(cudaStreamSynchronize(main_), "scatter-add");
+    if (mapped_->bad_indices != 0) return Status(Code::kInvalidArgument, "scatter-add index past the output");
     return Status::OK();
   }
 
   Result<std::vector<std::uint32_t>> Race(float* state, std::size_t n, std::span<const AffineUpdate> updates) override {
     if (Status s = EnsureTable(updates.size()); !s.ok()) return s;
-    auto* counters = reinterpret_cast<unsigned*>(scratch_ + 16);
+    unsigned* counters = race_tickets_;
     LSTASH_CUDA(cudaMemsetAsync(counters, 0, 2 * sizeof(unsigned), main_), "race: reset tickets");
     LSTASH_CUDA(cudaEventRecord(main_ready_, main_), "race: mark");
     for (cudaStream_t s : race_streams_) LSTASH_CUDA(cudaStreamWaitEvent(s, main_ready_), "race: order");
@@ -288,7 +305,12 @@ class CudaDevice final : public Device {
     }
     LSTASH_CUDA(cudaEventCreateWithFlags(&main_ready_, cudaEventDisableTiming), "create an event");
     LSTASH_CUDA(cudaEventCreateWithFlags(&copy_done_, cudaEventDisableTiming), "create an event");
-    LSTASH_CUDA(cudaMalloc(&scratch_, 64), "allocate scratch");
+    LSTASH_CUDA(cudaMalloc(&digest_, sizeof *digest_), "allocate scratch");
+    LSTASH_CUDA(cudaMemset(digest_, 0, sizeof *digest_), "zero scratch");
+    LSTASH_CUDA(cudaMalloc(&race_tickets_, 2 * sizeof(unsigned)), "allocate scratch");
+    Mapped* mapped = nullptr;
+    LSTASH_CUDA(cudaHostAlloc(&mapped, sizeof(Mapped), cudaHostAllocMapped), "allocate mapped memory");
+    mapped_ = mapped;
     return Status::OK();
   }
 
@@ -310,7 +332,15 @@ class CudaDevice final : public Device {
   std::vector<cudaStream_t> race_streams_;
   std::vector<cudaEvent_t> race_done_;
   cudaEvent_t main_ready_ = nullptr, copy_done_ = nullptr;
-  char* scratch_ = nullptr;  // [0,8) digest sum, [8,12) bad indices, [16,24) race tickets
+  // Results kernels write straight to the host (mapped memory: unified
+  // addressing makes the host pointer valid on the device).
+  struct Mapped {
+    unsigned long long digest;
+    unsigned bad_indices;
+  };
+  volatile Mapped* mapped_ = nullptr;
+  DigestAccumulator* digest_ = nullptr;
+  unsigned* race_tickets_ = nullptr;
   void* table_ = nullptr;
   AffineUpdate* updates_ = nullptr;
   std::uint32_t* order_ = nullptr;

@@ -397,15 +397,21 @@ class RocksDbStore final : public Store, public layout::ServerOps {
 
   Result<std::optional<StoredCheckpoint>> LatestCheckpoint(WorkerId worker) override {
     std::string what = "checkpoint of worker " + std::to_string(worker);
-    rocksdb::PinnableSlice value;
+    // Read into the string we return, so a checkpoint of GiBs (device
+    // state) is not copied once more; the header is then cut off in place.
+    StoredCheckpoint checkpoint;
+    rocksdb::PinnableSlice value(&checkpoint.bytes);
     rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), checkpoint_cf_, layout::WorkerKey(worker), &value);
     if (s.IsNotFound()) return std::optional<StoredCheckpoint>();
     if (!s.ok()) return FromRocks(s, what);
-    StoredCheckpoint checkpoint;
     std::string_view record;
     LSTASH_RETURN_IF_ERROR(
         layout::DecodeCheckpointValue(View(value), &checkpoint.epoch, &checkpoint.at, &record).WithContext(what));
-    checkpoint.bytes.assign(record);
+    if (value.IsPinned()) {
+      checkpoint.bytes.assign(record);  // the value stayed in RocksDB's memory
+    } else {
+      checkpoint.bytes.erase(0, layout::kCheckpointHeaderSize);
+    }
     return std::optional<StoredCheckpoint>(std::move(checkpoint));
   }
 

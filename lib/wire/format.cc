@@ -370,6 +370,10 @@ class Reader {
     const std::size_t n = Length(field);
     AssignBytes(out, Take(n), n);
   }
+  std::string_view BytesView(std::string_view field) {
+    const std::size_t n = Length(field);
+    return {Take(n), n};
+  }
 
   // Vectors of fixed-size elements: once the count is checked against the
   // bytes that remain, every element is known to be there.
@@ -835,7 +839,11 @@ void EncodeCheckpoint(const CheckpointRecord& record, std::string* out) {
   w.Bytes(record.snapshot);
 }
 
-Status DecodeCheckpoint(std::string_view bytes, CheckpointRecord* out) {
+namespace {
+
+// Every field but the snapshot, which is left in `snapshot` as a view into
+// `bytes` (its last field), so a caller that owns the bytes can keep them.
+Status DecodeCheckpointFields(std::string_view bytes, CheckpointRecord* out, std::string_view* snapshot) {
   return DecodeRecord(bytes, "checkpoint", [&](Reader& r) {
     r.RecordHeader(kCheckpointMagic);
     out->worker = r.U32();
@@ -855,8 +863,29 @@ Status DecodeCheckpoint(std::string_view bytes, CheckpointRecord* out) {
       r.Bytes(&m.payload, "outbox payload");
       r.Deps(&m.deps, "outbox deps");
     }
-    r.Bytes(&out->snapshot, "snapshot");
+    *snapshot = r.BytesView("snapshot");
   });
+}
+
+}  // namespace
+
+Status DecodeCheckpoint(std::string_view bytes, CheckpointRecord* out) {
+  std::string_view snapshot;
+  LSTASH_RETURN_IF_ERROR(DecodeCheckpointFields(bytes, out, &snapshot));
+  out->snapshot.assign(snapshot);
+  return Status::OK();
+}
+
+Status DecodeCheckpoint(std::string&& bytes, CheckpointRecord* out) {
+  std::string_view snapshot;
+  LSTASH_RETURN_IF_ERROR(DecodeCheckpointFields(bytes, out, &snapshot));
+  // The snapshot (up to GiBs of device state) keeps the record's buffer:
+  // moved down in place rather than copied into fresh memory.
+  const std::size_t offset = static_cast<std::size_t>(snapshot.data() - bytes.data()), size = snapshot.size();
+  out->snapshot = std::move(bytes);
+  out->snapshot.erase(0, offset);
+  out->snapshot.resize(size);
+  return Status::OK();
 }
 
 // ---------------------------------------------------------------------------

@@ -175,6 +175,8 @@ struct CheckpointRecord {
 
 void EncodeCheckpoint(const CheckpointRecord& record, std::string* out);
 Status DecodeCheckpoint(std::string_view bytes, CheckpointRecord* out);
+// The same, taking the record's bytes over: the snapshot keeps their buffer.
+Status DecodeCheckpoint(std::string&& bytes, CheckpointRecord* out);
 
 // Store metadata records (used by store implementations).
 void EncodeEpochs(std::span<const EpochRecord> epochs, std::string* out);

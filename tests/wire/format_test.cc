@@ -522,11 +522,16 @@ TEST(WireFrameTest, DecodingIntoAUsedFrameLeavesNothingBehind) {
 
 TEST(WireCheckpointTest, RoundTrips) {
   for (const CheckpointRecord& r : {CheckpointRecord{}, FullCheckpoint()}) {
-    CheckpointRecord decoded;
-    decoded.snapshot = "leftover";
-    const Status s = DecodeCheckpoint(EncodedCheckpoint(r), &decoded);
+    const std::string bytes = EncodedCheckpoint(r);
+    CheckpointRecord from_view, from_owned;
+    from_view.snapshot = from_owned.snapshot = "leftover";
+    const Status s = DecodeCheckpoint(std::string_view(bytes), &from_view);
     ASSERT_TRUE(s.ok()) << s.ToString();
-    EXPECT_EQ(decoded, r);
+    EXPECT_EQ(from_view, r);
+    const Status owned = DecodeCheckpoint(std::string(bytes), &from_owned);  // keeps the buffer
+    ASSERT_TRUE(owned.ok()) << owned.ToString();
+    EXPECT_EQ(from_owned, r);
+    EXPECT_EQ(DecodeCheckpoint(bytes.substr(0, bytes.size() - 1), &from_owned).code(), Code::kCorruption);
   }
 }
 
