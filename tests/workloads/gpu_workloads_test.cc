@@ -18,8 +18,9 @@ namespace {
 
 using ::testing::HasSubstr;
 
-// A failure-free job on hand-driven workers: every worker runs what it has,
-// its frames go straight to their receivers, and the clock moves 1 ms a round.
+// A failure-free job on hand-driven workers: each round every worker runs
+// one task, its frames go straight to their receivers, and the clock moves
+// 1 ms.
 class Job {
  public:
   Job(const std::string& workload, std::uint32_t workers, nlohmann::json config)
@@ -40,13 +41,10 @@ class Job {
     for (int round = 0; round < 100000; ++round) {
       bool all_finished = true;
       for (std::size_t w = 0; w < workers_.size(); ++w) {
-        for (;;) {
-          auto task = workers_[w]->NextTask();
-          if (!task.ok()) return task.status();
-          if (!task.value()) break;
-          LSTASH_RETURN_IF_ERROR(apps_[w]->Execute(*workers_[w], **task));
-          for (Frame& f : workers_[w]->TakeFrames()) LSTASH_RETURN_IF_ERROR(workers_[f.dest]->Receive(f.bytes).status());
-        }
+        auto task = workers_[w]->NextTask();
+        if (!task.ok()) return task.status();
+        if (task.value()) LSTASH_RETURN_IF_ERROR(apps_[w]->Execute(*workers_[w], *task.value()));
+        for (Frame& f : workers_[w]->TakeFrames()) LSTASH_RETURN_IF_ERROR(workers_[f.dest]->Receive(f.bytes).status());
         all_finished = all_finished && apps_[w]->Finished();
       }
       if (all_finished) return Status::OK();
@@ -95,6 +93,11 @@ TEST(GpuWorkloadServing, AnswersEveryRequestAndTheCheckerCatchesAFlippedBit) {
                          {"hidden", 16}, {"out", 4}});
   CORE_ASSERT_OK(job.Run());
   EXPECT_THAT(job.Check(job.config()), ::testing::IsEmpty());
+  // 36 requests: both rules closed batches (max_batch alone would make 9).
+  nlohmann::json stats;
+  job.app(0).TakeStats(&stats);
+  EXPECT_GT(stats.value("batches", 0), 9) << "the window closed none";
+  EXPECT_LT(stats.value("batches", 0), 36) << "no batch held two requests";
 
   // A snapshot restores into a fresh app; a bad header is refused.
   const std::string server = job.app(0).Snapshot();
