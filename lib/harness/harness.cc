@@ -36,7 +36,7 @@ const std::set<std::string> kKnownFaults = {"kill",         "kill-at-once", "kil
                                             "pause",        "store-loss",   "reorder",              "dup",
                                             "delay",        "loss",         "slow-store",           "before-flush",
                                             "after-flush",  "mid-forward",  "mid-recovery",         "mid-checkpoint"};
-const std::set<std::string> kWorkloads = {"allreduce", "counter", "hashchain", "ring", "wordcount"};
+const std::set<std::string> kWorkloads = {"allreduce", "counter", "hashchain", "pipeline", "ring", "serving", "wordcount"};
 
 std::string JoinSet(const std::set<std::string>& names) {
   std::string s;

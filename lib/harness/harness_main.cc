@@ -18,7 +18,7 @@ int main(int argc, char** argv) {
   std::string faults;
   bool json = false;
   CLI::App cli{"lstash-harness: run a workload under faults chosen from a seed and check the result"};
-  cli.add_option("--workload", o.workload, "wordcount (real processes); counter, hashchain (--sim)");
+  cli.add_option("--workload", o.workload, "wordcount, counter, hashchain, allreduce, ring, serving, pipeline");
   auto* workers = cli.add_option("--workers", o.workers, "worker processes (--sim: simulated workers; default from the seed)");
   auto* fault_list = cli.add_option("--faults", faults,
                                     "comma list: kill[:N], kill-at-once[:K], kill-during-recovery, store-restart, pause, "

@@ -158,8 +158,17 @@ class Launcher {
     } else if (o_.workload == "ring") {
       n_workers_ = o_.workers;
       app_config_ = {{"duration_s", o_.duration_s}};
+    } else if (o_.workload == "serving") {
+      // A client runs two tasks per request: sending it, taking its answer.
+      n_workers_ = o_.workers;
+      app_config_ = {{"requests", static_cast<std::uint64_t>(std::max(8.0, tasks / 2))}, {"request_interval_ms", interval_ms}};
+    } else if (o_.workload == "pipeline") {
+      // A stage runs two tasks per minibatch: its activations, its gradient.
+      n_workers_ = o_.workers;
+      app_config_ = {{"minibatches", static_cast<std::uint64_t>(std::max(8.0, tasks / 2))}, {"task_interval_ms", interval_ms}};
     } else {
-      return InvalidArgument("unknown workload '" + o_.workload + "' (known: allreduce, counter, hashchain, ring, wordcount)");
+      return InvalidArgument("unknown workload '" + o_.workload +
+                             "' (known: allreduce, counter, hashchain, pipeline, ring, serving, wordcount)");
     }
     if (!o_.app_settings.empty()) {
       auto settings = nlohmann::json::parse(o_.app_settings, nullptr, /*allow_exceptions=*/false);

@@ -34,8 +34,8 @@ int main(int argc, char** argv) {
   bool during_recovery = false, no_sync = false;
   std::string pause_target;
 
-  cli.add_option("--workload", o.workload, "wordcount | counter | hashchain | allreduce | ring")
-      ->check(CLI::IsMember({"wordcount", "counter", "hashchain", "allreduce", "ring"}));
+  cli.add_option("--workload", o.workload, "wordcount | counter | hashchain | allreduce | ring | serving | pipeline")
+      ->check(CLI::IsMember({"wordcount", "counter", "hashchain", "allreduce", "ring", "serving", "pipeline"}));
   cli.add_option("--app-settings", o.app_settings,
                  "a JSON object merged over the workload's settings, e.g. '{\"nondet\": true, \"tokens\": 4}' for ring");
   cli.add_option("--workers", o.workers, "worker processes (all but wordcount)")->check(CLI::Range(2, 64));

@@ -38,6 +38,14 @@ nlohmann::json AppConfig(const SimConfig& c) {
             {"duration_s", 0.2},    {"max_batch", 7}};
   }
   if (c.workload == "allreduce") return {{"rounds", c.hops}, {"length", std::max<std::uint32_t>(16, c.workers)}};
+  // The GPU workloads on the CPU path (the same bits as CUDA), small.
+  if (c.workload == "serving") {  // windows of a few virtual milliseconds
+    return {{"backend", "cpu"}, {"requests", c.tokens + c.hops}, {"max_batch", 4}, {"window_ms", 2.0},
+            {"in", 8}, {"hidden", 16}, {"out", 4}};
+  }
+  if (c.workload == "pipeline") {
+    return {{"backend", "cpu"}, {"minibatches", 2 * c.tokens}, {"batch", 4}, {"in", 8}, {"hidden", 8}, {"out", 4}};
+  }
   if (c.workload == "ring") {  // virtual time: a few laps per token
     return {{"tokens", c.tokens}, {"nondet", c.hops % 2 == 1}, {"duration_s", 0.002 * c.hops}, {"check_laps", 1}};
   }

@@ -7,7 +7,8 @@
 // a pure function of its SimConfig: a failing seed replays exactly.
 //
 // Workloads: every one of lib/workloads (wordcount, counter, hashchain,
-// allreduce), judged by its own checker once the job quiesces.
+// allreduce, ring, serving, pipeline), judged by its own checker once the
+// job quiesces.
 #pragma once
 
 #include <lstash/worker.h>

@@ -1,7 +1,9 @@
 #include "workloads/app.h"
 
 #include "workloads/allreduce.h"
+#include "workloads/pipeline.h"
 #include "workloads/ring.h"
+#include "workloads/serving.h"
 #include "workloads/tokens.h"
 #include "workloads/wordcount.h"
 
@@ -10,7 +12,7 @@
 namespace lstash::workloads {
 
 const std::vector<std::string>& WorkloadNames() {
-  static const std::vector<std::string> names = {"allreduce", "counter", "hashchain", "ring", "wordcount"};
+  static const std::vector<std::string> names = {"allreduce", "counter", "hashchain", "pipeline", "ring", "serving", "wordcount"};
   return names;
 }
 
@@ -20,7 +22,10 @@ Result<std::unique_ptr<App>> MakeApp(const std::string& workload, const AppConte
   if (workload == "hashchain") return MakeChainApp(context);
   if (workload == "allreduce") return MakeAllreduceApp(context);
   if (workload == "ring") return MakeRingApp(context);
-  return InvalidArgument("unknown workload '" + workload + "' (known: allreduce, counter, hashchain, ring, wordcount)");
+  if (workload == "serving") return MakeServingApp(context);
+  if (workload == "pipeline") return MakePipelineApp(context);
+  return InvalidArgument("unknown workload '" + workload +
+                         "' (known: allreduce, counter, hashchain, pipeline, ring, serving, wordcount)");
 }
 
 std::string WorkerName(const std::string& workload, const nlohmann::json& config, WorkerId id) {
@@ -40,8 +45,12 @@ Verdict Check(const std::string& workload, const nlohmann::json& config, const s
   else if (workload == "hashchain") v.violations = CheckChain(apps);
   else if (workload == "allreduce") v.violations = CheckAllreduce(config, apps);
   else if (workload == "ring") v.violations = CheckRing(apps);
+  else if (workload == "serving") v.violations = CheckServing(config, apps);
+  else if (workload == "pipeline") v.violations = CheckPipeline(config, apps);
   else v.violations = {"unknown workload '" + workload + "'"};
   const char* what = workload == "ring" ? "every hop of every token run exactly once, at its worker"
+                     : workload == "serving" ? "every request answered exactly once, bit for bit as the reference answers its batch"
+                     : workload == "pipeline" ? "every stage's weights equal a failure-free training run's, bit for bit"
                      : workload == "allreduce" ? "every round's result equals the ring sum of the logged inputs, bit for bit"
                      : workload == "hashchain" ? "every task applied exactly once, every observed state on its actor's chain"
                                                : "every task applied exactly once, each sum its applied increments";

@@ -10,6 +10,10 @@
 //              order; no observed state may lie off its actor's final chain.
 //   allreduce  rounds of ring allreduce of float vectors; every worker's
 //              result must equal, bit for bit, the sum in ring order.
+//   serving    a GPU server batching clients' requests by arrival time;
+//              every answer exactly once and bit for bit the reference's.
+//   pipeline   pipeline-parallel GPU training (1F1B); every stage's weights
+//              bit for bit those of a failure-free run.
 //
 // Apps see lstash only through the public Worker API and record what they
 // sent and applied, so a checker judges them without trusting the library.
@@ -52,7 +56,7 @@ struct AppContext {
   nlohmann::json config;  // the workload's settings (see each Make* below)
 };
 
-// "wordcount", "counter", "hashchain", "allreduce".
+// "wordcount", "counter", "hashchain", "allreduce", "ring", "serving", "pipeline".
 const std::vector<std::string>& WorkloadNames();
 
 // kInvalidArgument for an unknown name or a bad config.

@@ -31,6 +31,11 @@ class Writer {
   }
   void bytes(std::size_t n, char fill) { buf_.append(n, fill); }
   void raw(std::string_view s) { buf_.append(s); }
+  // Length-prefixed bytes (Reader::str reads them back).
+  void str(std::string_view s) {
+    u64(s.size());
+    raw(s);
+  }
   std::string take() { return std::move(buf_); }
 
  private:
@@ -47,6 +52,13 @@ class Reader {
     for (int i = 0; i < 4; ++i) bits |= std::uint32_t{static_cast<unsigned char>(s_[i])} << (8 * i);
     std::memcpy(v, &bits, sizeof bits);
     s_.remove_prefix(4);
+    return true;
+  }
+  bool str(std::string* out) {
+    std::uint64_t n = 0;
+    if (!u64(&n) || n > s_.size()) return false;
+    out->assign(s_.substr(0, n));
+    s_.remove_prefix(n);
     return true;
   }
   std::string_view rest() const { return s_; }

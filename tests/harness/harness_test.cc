@@ -9,6 +9,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -207,6 +208,28 @@ TEST(HarnessSweep, CrashesAtNamedFailurePoints) {
   // again before the end (mid-checkpoint late in a run) may not fire.
   EXPECT_GE(r.summary.value("faults_injected", 0), 5) << r.output;
   EXPECT_GE(r.summary.value("recoveries", 0), 4) << r.output;
+}
+
+// The GPU workloads as processes (on the CPU path without a device). The
+// harness draws the first kill's target first, from mt19937_64(seed): the
+// serving run takes the first seed that kills the server, and its output
+// must say so.
+TEST(HarnessServing, ServerKilledMidStream) {
+  const std::uint32_t workers = 3;
+  std::uint64_t seed = FirstSeed();
+  while (std::mt19937_64(seed)() % workers != 0) ++seed;
+  HarnessRun r = RunHarness({"--workload", "serving", "--workers", std::to_string(workers), "--seed",
+                             std::to_string(seed), "--duration", "3", "--faults", "kill:1"});
+  ExpectClean(r);
+  EXPECT_NE(r.output.find("killed w0"), std::string::npos) << "the server was to be killed: " << r.output;
+  EXPECT_GE(r.summary.value("recoveries", 0), 1) << r.output;
+}
+
+TEST(HarnessPipeline, StageKilledMidTraining) {
+  HarnessRun r = RunHarness({"--workload", "pipeline", "--workers", "3", "--seed", std::to_string(FirstSeed()),
+                             "--duration", "3", "--faults", "kill:1"});
+  ExpectClean(r);
+  EXPECT_GE(r.summary.value("recoveries", 0), 1) << r.output;
 }
 
 TEST(HarnessSweep, NegativeControlOnRealProcesses) {
