@@ -4,6 +4,7 @@
 //
 //   lstash-bench --workload ring [--modes none,lineage-stash] [--workers 4]
 //                [--seconds 5] [--quick] [--json] [--out bench/results]
+//   lstash-bench --workload allreduce [--sizes-mb 1,10,100] [--workers 4]
 //   lstash-bench --report bench/results --doc docs/benchmarks.md
 //
 // scripts/bench runs the whole suite and draws the plots.
@@ -20,7 +21,7 @@
 namespace {
 
 const std::vector<std::string> kModes = {"none", "write-first", "lineage-stash", "checkpoint"};
-const std::set<std::string> kWorkloads = {"ring", "wordcount", "piggyback", "recovery"};
+const std::set<std::string> kWorkloads = {"ring", "wordcount", "piggyback", "recovery", "allreduce"};
 
 }  // namespace
 
@@ -30,11 +31,13 @@ int main(int argc, char** argv) {
   BenchOptions o;
   bool json = false;
   std::string report_dir, doc;
-  cli.add_option("--workload", o.workload, "ring | wordcount | piggyback | recovery");
+  cli.add_option("--workload", o.workload, "ring | wordcount | piggyback | recovery | allreduce");
   cli.add_option("--modes", o.modes, "comma-separated: none, write-first, lineage-stash, checkpoint (default: the "
                                      "workload's)")
       ->delimiter(',');
-  cli.add_option("--workers", o.workers, "worker processes (ring, piggyback, recovery)")->check(CLI::Range(2, 16));
+  auto* workers = cli.add_option("--workers", o.workers, "worker processes (ring, piggyback, recovery; allreduce: this "
+                                                         "count only, instead of 2 and 4)")
+                      ->check(CLI::Range(2, 16));
   cli.add_option("--seconds", o.seconds, "length of each run")->check(CLI::Range(0.5, 600.0));
   cli.add_flag("--quick", o.quick, "fewer points and shorter runs: a smoke test of the suite");
   cli.add_flag("--json", json, "print one JSON object as the last line");
@@ -53,15 +56,35 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(10.0, 60000.0));
   cli.add_option("--lineage-tasks", o.lineage_tasks, "recovery: lineage lengths for recovery time against lineage")
       ->delimiter(',');
+  cli.add_option("--sizes-mb", o.sizes_mb, "allreduce: vector sizes in MiB of floats (default 1,10,100; --quick 1,10)")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 256));
+  auto* iterations = cli.add_option("--iterations", o.iterations, "allreduce: timed calls per size (default 5; --quick 3)")
+                         ->check(CLI::Range(1, 1000));
+  cli.add_option("--warmup", o.warmup, "allreduce: untimed calls before the timed ones (default 1)")
+      ->check(CLI::Range(0, 100));
+  cli.add_option("--checkpoint-max-mb", o.checkpoint_max_mb,
+                 "allreduce: the largest vector checkpoint mode runs with (default 10; its snapshots of 100 MB "
+                 "outlast the store's deadline)");
+  o.mpi_script = LSTASH_MPI_SCRIPT;
+  cli.add_option("--mpi-script", o.mpi_script, "allreduce: scripts/mpi-allreduce, which runs OpenMPI beside (default: "
+                                               "this source tree's)");
   cli.add_option("--report", report_dir, "write the benchmarks document from the JSON results in this directory");
   cli.add_option("--doc", doc, "with --report: the document to update (default docs/benchmarks.md)");
-  CLI11_PARSE(cli, argc, argv);
+  try {
+    cli.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return cli.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "lstash-bench: %s\n", e.what());
+    return 2;
+  }
 
   if (!report_dir.empty()) {
     return lstash::bench::WriteReport(report_dir, doc.empty() ? "docs/benchmarks.md" : doc) ? 0 : 1;
   }
   if (!kWorkloads.count(o.workload)) {
-    std::fprintf(stderr, "lstash-bench: --workload must be one of ring, wordcount, piggyback, recovery (got '%s')\n",
+    std::fprintf(stderr, "lstash-bench: --workload must be one of ring, wordcount, piggyback, recovery, allreduce (got '%s')\n",
                  o.workload.c_str());
     return 2;
   }
@@ -82,6 +105,11 @@ int main(int argc, char** argv) {
   if (o.workload == "recovery" && o.lineage_tasks.empty()) {
     o.lineage_tasks = o.quick ? std::vector<std::uint64_t>{1000, 10000, 100000}
                               : std::vector<std::uint64_t>{1000, 10000, 100000, 1000000};
+  }
+  if (o.workload == "allreduce") {
+    if (o.sizes_mb.empty()) o.sizes_mb = o.quick ? std::vector<std::uint64_t>{1, 10} : std::vector<std::uint64_t>{1, 10, 100};
+    o.worker_counts = workers->count() ? std::vector<std::uint32_t>{o.workers} : std::vector<std::uint32_t>{2, 4};
+    if (o.quick && !iterations->count()) o.iterations = 3;
   }
   if (!o.out_dir.empty()) {
     std::error_code ec;

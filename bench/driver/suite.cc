@@ -1,12 +1,15 @@
 #include "driver/suite.h"
 
 #include "runtime/launcher.h"
+#include "runtime/process.h"
 
 #include <lstash/store.h>
 #include <lstash/worker.h>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <sys/utsname.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,6 +18,8 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <numeric>
+#include <sstream>
 #include <thread>
 
 namespace lstash::bench {
@@ -451,6 +456,218 @@ nlohmann::json Recovery(const BenchOptions& o) {
   return results;
 }
 
+// ------------------------------------------------------------- allreduce
+constexpr std::uint64_t kFloatsPerMib = 1024 * 1024 / sizeof(float);
+constexpr double kAllreduceTimeoutMs = 5000, kAllreduceLeaseMs = 30000;
+
+// The median as the OpenMPI program takes it (the middle two averaged).
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+// The time of each allreduce call, in µs: from when the last worker entered
+// the round (its input ready) to when the last worker held the result. The
+// OpenMPI program starts every call after a barrier and takes the slowest
+// rank's time: the same span. Warm-up rounds are left out, and so is a round
+// some worker did not time (it ran it in replay).
+std::vector<double> CallTimesUs(const std::vector<LatencySample>& samples, std::uint32_t workers, std::uint64_t warmup) {
+  struct Span {
+    double entered = 0, left = 0;
+    std::uint32_t seen = 0;
+  };
+  std::map<std::uint64_t, Span> rounds;
+  for (const auto& s : samples) {
+    if (s.progress < warmup) continue;
+    Span& r = rounds[s.progress];
+    const double left = s.at_s + s.latency_us / 1e6;
+    r.entered = r.seen == 0 ? s.at_s : std::max(r.entered, s.at_s);
+    r.left = r.seen == 0 ? left : std::max(r.left, left);
+    ++r.seen;
+  }
+  std::vector<double> v;
+  for (const auto& [round, r] : rounds) {
+    if (r.seen == workers) v.push_back((r.left - r.entered) * 1e6);
+  }
+  return v;
+}
+
+// Throughput of an allreduce: MiB reduced per second at the median call.
+double MibPerSecond(std::uint64_t mb, double p50_us) { return p50_us > 0 ? static_cast<double>(mb) / (p50_us / 1e6) : 0; }
+
+// One (workers, size) point of ours.
+nlohmann::json CallStats(std::uint32_t workers, std::uint64_t mb, const std::vector<double>& calls_us) {
+  const double p50 = Median(calls_us);
+  return {{"workers", workers},
+          {"mb", mb},
+          {"calls", calls_us.size()},
+          {"p50_us", p50},
+          {"p99_us", Percentile(calls_us, 0.99)},
+          {"p999_us", Percentile(calls_us, 0.999)},
+          {"mean_us", calls_us.empty() ? 0 : std::accumulate(calls_us.begin(), calls_us.end(), 0.0) / calls_us.size()},
+          {"min_us", calls_us.empty() ? 0 : *std::min_element(calls_us.begin(), calls_us.end())},
+          {"max_us", calls_us.empty() ? 0 : *std::max_element(calls_us.begin(), calls_us.end())},
+          {"throughput", MibPerSecond(mb, p50)}};
+}
+
+// OpenMPI's MPI_Allreduce on `ranks` ranks through scripts/mpi-allreduce,
+// with our sizes, warm-up and calls: {"points": [...]} in our units, or
+// {"error": why not}.
+nlohmann::json RunOpenMpi(const BenchOptions& o, std::uint32_t ranks) {
+  if (o.mpi_script.empty() || !fs::exists(o.mpi_script)) {
+    return {{"error", "OpenMPI not found: no scripts/mpi-allreduce at '" + o.mpi_script + "' (--mpi-script)"}};
+  }
+  std::string log = (fs::temp_directory_path() / "lstash-bench-mpi-XXXXXX").string();
+  const int fd = mkstemp(log.data());
+  if (fd < 0) throw std::runtime_error("cannot create a temporary file");
+  close(fd);
+  // The script looks for lstash-mpi-allreduce beside this lstash-bench.
+  const std::vector<std::string> argv = {"/usr/bin/env", "LSTASH_BIN_DIR=" + runtime::SelfDirectory(), o.mpi_script,
+                                         "--ranks", std::to_string(ranks), "--", "--mb", fmt::format("{}", fmt::join(o.sizes_mb, ",")),
+                                         "--iterations", std::to_string(o.iterations), "--warmup", std::to_string(o.warmup)};
+  auto pid = runtime::Spawn(argv, log);
+  if (!pid.ok()) throw std::runtime_error("running " + o.mpi_script + ": " + pid.status().ToString());
+  int status = 0;
+  waitpid(*pid, &status, 0);
+  std::ifstream in(log);
+  nlohmann::json points = nlohmann::json::array();
+  std::string last_words;  // what it said besides its results
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_object() && j.contains("p50_ms")) {  // only a summary comes back: median, mean, min, max
+      const std::uint64_t mb = j.value("mb", 0ull);
+      nlohmann::json p{{"workers", ranks}, {"mb", mb}, {"calls", j.value("iterations", 0)}};
+      for (const std::string key : {"p50", "mean", "min", "max"}) p[key + "_us"] = j.value(key + "_ms", 0.0) * 1e3;
+      p["throughput"] = MibPerSecond(mb, p["p50_us"]);
+      points.push_back(p);
+    } else if (!line.empty()) {
+      last_words = line;
+    }
+  }
+  std::error_code ec;
+  fs::remove(log, ec);
+  const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  if (code == 2) return {{"error", "OpenMPI not found: " + last_words}};  // the script's setup errors: no mpirun, no binary
+  if (code != 0) return {{"error", fmt::format("OpenMPI run failed (exit {}): {}", code, last_words)}, {"points", points}};
+  return {{"points", points}};
+}
+
+// The point of `points` for (workers, mb), if there is one.
+const nlohmann::json* FindPoint(const nlohmann::json& points, std::uint32_t workers, std::uint64_t mb) {
+  for (const auto& p : points) {
+    if (p.value("workers", 0u) == workers && p.value("mb", 0ull) == mb) return &p;
+  }
+  return nullptr;
+}
+
+nlohmann::json Allreduce(const BenchOptions& o) {
+  nlohmann::json results = nlohmann::json::object(), mpi_points = nlohmann::json::array();
+  std::string mpi_error;
+  std::ofstream csv;
+  if (!o.out_dir.empty()) {
+    csv.open(Path(o, "-points.csv"));
+    csv << "mode,workers,mb,p50_us,p99_us,p999_us,mean_us,min_us,max_us,throughput_mib_s,vs_openmpi,correct\n";
+  }
+  const auto write_row = [&](const std::string& mode, const nlohmann::json& p) {
+    if (!csv.is_open()) return;
+    csv << mode << "," << p["workers"] << "," << p["mb"];
+    for (const char* k : {"p50_us", "p99_us", "p999_us", "mean_us", "min_us", "max_us", "throughput", "vs_openmpi"}) {
+      csv << "," << (p.contains(k) ? p[k].dump() : "");
+    }
+    csv << "," << (p.value("correct", true) ? "true" : "false") << "\n";
+  };
+  for (std::uint32_t n : o.worker_counts) {
+    std::printf("--- OpenMPI MPI_Allreduce: %u ranks, %s MiB, %u calls after %u warm-up\n", n,
+                fmt::format("{}", fmt::join(o.sizes_mb, ", ")).c_str(), o.iterations, o.warmup);
+    std::fflush(stdout);
+    const nlohmann::json mpi = RunOpenMpi(o, n);
+    if (mpi.contains("error")) {
+      mpi_error = mpi["error"];
+      std::printf("%s\n", mpi_error.c_str());
+    }
+    for (const auto& p : mpi.value("points", nlohmann::json::array())) {
+      std::printf("%-14s %u workers %4llu MiB: p50 %10.2f ms\n", "OpenMPI", n,
+                  static_cast<unsigned long long>(p.value("mb", 0ull)), p.value("p50_us", 0.0) / 1e3);
+      write_row("openmpi", p);
+      mpi_points.push_back(p);
+    }
+    for (std::uint64_t mb : o.sizes_mb) {
+      const nlohmann::json* peer = FindPoint(mpi_points, n, mb);
+      for (const auto& mode : o.modes) {
+        if (mode == "checkpoint" && mb > o.checkpoint_max_mb) {
+          const std::string why = fmt::format("not run above {} MiB (--checkpoint-max-mb): a snapshot writes every "
+                                              "worker's vector to the store, and at 100 MiB one write outlasted the "
+                                              "store's 10 s deadline, so the job rolled back for ever", o.checkpoint_max_mb);
+          std::printf("%-14s %u workers %4llu MiB: %s\n", mode.c_str(), n, static_cast<unsigned long long>(mb), why.c_str());
+          results[mode]["points"].push_back({{"workers", n}, {"mb", mb}, {"skipped", why}});
+          continue;
+        }
+        RunOptions r = BaseRun(o, "allreduce");
+        r.workers = n;
+        ApplyMode(mode, o, &r);
+        r.app_settings = nlohmann::json{{"rounds", o.warmup + o.iterations},
+                                        {"duration_s", 0},
+                                        {"length", mb * kFloatsPerMib},
+                                        {"task_interval_ms", 0}}
+                             .dump();
+        // The job ends after its rounds; this only bounds a run gone wrong.
+        r.grace_s = 60 + 0.3 * static_cast<double>(mb * (o.warmup + o.iterations));
+        // No failures here, and a step of a 100 MB round holds a worker's
+        // engine thread for a second or more: detection and leases (which
+        // checkpoint mode renews between tasks) must outlast it.
+        r.heartbeat_timeout_ms = std::max(o.heartbeat_timeout_ms, kAllreduceTimeoutMs);
+        r.lease_ms = kAllreduceLeaseMs;
+        JobReport rep = Run(r, fmt::format("allreduce, {}: {} workers, {} MiB, {} calls after {} warm-up", mode, n, mb,
+                                           o.iterations, o.warmup));
+        nlohmann::json p = CallStats(n, mb, CallTimesUs(rep.latency_samples, n, o.warmup));
+        AddJobFacts(rep, &p);
+        // Large frames wait long for their acknowledgement: resent copies cost.
+        p["frames_resent"] = rep.metric_totals["frames_resent"];
+        if (peer && p["p50_us"].get<double>() > 0) {
+          p["openmpi_p50_us"] = (*peer)["p50_us"];
+          p["vs_openmpi"] = p["p50_us"].get<double>() / (*peer)["p50_us"].get<double>();
+        }
+        std::printf("%-14s %u workers %4llu MiB: p50 %10.2f ms  max %10.2f ms  %8.0f MiB/s%s%s\n", mode.c_str(), n,
+                    static_cast<unsigned long long>(mb), p["p50_us"].get<double>() / 1e3, p["max_us"].get<double>() / 1e3,
+                    p["throughput"].get<double>(),
+                    p.contains("vs_openmpi") ? fmt::format("  {:.2f}x OpenMPI", p["vs_openmpi"].get<double>()).c_str() : "",
+                    p.value("correct", false) ? "" : "  RESULT WRONG");
+        std::fflush(stdout);
+        write_row(mode, p);
+        results[mode]["points"].push_back(p);
+      }
+    }
+  }
+  // A side's stable keys are those of its largest vector on the most workers.
+  const auto headline = [&](nlohmann::json& side) {
+    const nlohmann::json* top = nullptr;
+    for (const auto& p : side["points"]) {
+      if (p.contains("skipped")) continue;
+      if (!top || std::make_pair(p.value("workers", 0u), p.value("mb", 0ull)) >=
+                      std::make_pair(top->value("workers", 0u), top->value("mb", 0ull))) {
+        top = &p;
+      }
+    }
+    if (!top) return;
+    for (const char* k : {"workers", "mb", "p50_us", "p99_us", "p999_us", "throughput"}) {
+      if (top->contains(k)) side[k] = (*top)[k];
+    }
+  };
+  for (auto& [mode, side] : results.items()) {
+    bool correct = true;
+    for (const auto& p : side["points"]) correct = correct && (p.contains("skipped") || p.value("correct", false));
+    side["correct"] = correct;
+    headline(side);
+  }
+  nlohmann::json openmpi{{"found", mpi_error.rfind("OpenMPI not found", 0) != 0}, {"points", mpi_points}};
+  if (!mpi_error.empty()) openmpi["error"] = mpi_error;
+  headline(openmpi);
+  results["openmpi"] = openmpi;
+  return results;
+}
+
 }  // namespace
 
 std::string MachineDescription() {
@@ -484,6 +701,7 @@ nlohmann::json RunBenchmark(const BenchOptions& o) {
   else if (o.workload == "wordcount") results = Wordcount(o);
   else if (o.workload == "piggyback") results = Piggyback(o);
   else if (o.workload == "recovery") results = Recovery(o);
+  else if (o.workload == "allreduce") results = Allreduce(o);
   else throw std::runtime_error("unknown workload " + o.workload);
   nlohmann::json out{{"workload", o.workload},
                      {"machine", MachineDescription()},
@@ -494,6 +712,19 @@ nlohmann::json RunBenchmark(const BenchOptions& o) {
                        {"checkpoint_every", o.checkpoint_every}, {"snapshot_interval_ms", o.snapshot_interval_ms},
                        {"quick", o.quick}}},
                      {"results", results}};
+  if (o.workload == "allreduce") {
+    out["settings"].merge_patch({{"sizes_mb", o.sizes_mb}, {"worker_counts", o.worker_counts},
+                                 {"iterations", o.iterations}, {"warmup", o.warmup},
+                                 {"heartbeat_timeout_ms", std::max(o.heartbeat_timeout_ms, kAllreduceTimeoutMs)},
+                                 {"lease_ms", kAllreduceLeaseMs}});
+    // The target: lineage-stash's median call against OpenMPI's at 100 MiB.
+    const nlohmann::json none = nlohmann::json::object();
+    for (const auto& p : results.value("lineage-stash", none).value("points", nlohmann::json::array())) {
+      if (p.value("mb", 0ull) == 100 && p.contains("vs_openmpi")) {
+        out["lineage_stash_vs_openmpi_100mb"][std::to_string(p.value("workers", 0u))] = p["vs_openmpi"];
+      }
+    }
+  }
   if (!o.out_dir.empty()) {
     std::ofstream(Path(o, ".json")) << out.dump(1) << "\n";
     WriteCsv(o, results);

@@ -25,8 +25,16 @@ struct BenchOptions {
   // wordcount
   double rate = 20000;                  // lines/s offered
   std::vector<double> sweep_rates;      // sustainable throughput: the rates tried
-  // allreduce
-  std::vector<double> sizes_mb;
+  // allreduce: every size on every worker count, OpenMPI beside
+  std::vector<std::uint64_t> sizes_mb;       // MiB of floats
+  std::vector<std::uint32_t> worker_counts;
+  std::uint32_t iterations = 5;              // timed calls per size, after `warmup` untimed ones
+  std::uint32_t warmup = 1;                  // the first call also sets up connections and memory
+  std::string mpi_script;                    // scripts/mpi-allreduce (missing: "OpenMPI not found")
+  // Checkpoint mode writes every worker's whole vector to the store at each
+  // snapshot; above this size, here, one such write outlasts the store's
+  // 10 s deadline and the run never ends, so it is not run (and says so).
+  std::uint64_t checkpoint_max_mb = 10;
   // recovery
   double heartbeat_timeout_ms = 200;
   std::uint32_t checkpoint_every = 2000;     // tasks between a worker's checkpoints

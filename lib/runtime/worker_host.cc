@@ -156,6 +156,10 @@ class Host {
       return IsFenced(s) ? kExitFenced : kExitError;
     }
     Report({{"type", "hello"}, {"pid", static_cast<long>(getpid())}, {"recovering", worker_->recovering() || awaiting_rollback_}});
+    // Sets the keepalive the control thread repeats: the first turn may be
+    // one long task (allreduce's first 100 MB round), and without it the
+    // coordinator would hear nothing until that task ends.
+    Heartbeat();
     return Loop();
   }
 

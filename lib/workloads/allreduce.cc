@@ -3,11 +3,15 @@
 #include "workloads/codec.h"
 
 #include <fmt/format.h>
+#include <xxhash.h>
 
 #include <map>
 
 namespace lstash::workloads {
 namespace {
+
+// 256 MiB of floats: a 2-worker chunk still fits the transport's frames.
+constexpr std::uint64_t kMaxLength = std::uint64_t{1} << 26;
 
 struct Params {
   std::uint32_t workers = 0;
@@ -28,8 +32,8 @@ Result<Params> ReadParams(const AppContext& c) {
   } catch (const nlohmann::json::exception& e) {
     return InvalidArgument(std::string("allreduce config: ") + e.what());
   }
-  if (p.workers < 2 || p.rounds == 0 || p.length < p.workers || p.length > (1u << 20) || p.duration_s < 0) {
-    return InvalidArgument(fmt::format("allreduce: needs 2+ workers, rounds > 0 and workers <= length <= 2^20 "
+  if (p.workers < 2 || p.rounds == 0 || p.length < p.workers || p.length > kMaxLength || p.duration_s < 0) {
+    return InvalidArgument(fmt::format("allreduce: needs 2+ workers, rounds > 0 and workers <= length <= 2^26 "
                                        "(workers {}, rounds {}, length {})", p.workers, p.rounds, p.length));
   }
   return p;
@@ -37,41 +41,43 @@ Result<Params> ReadParams(const AppContext& c) {
 
 using Vec = std::vector<float>;
 
-// A round's input: a fresh vector from the round's seed plus half of the
-// previous result.
-Vec RoundInput(std::uint64_t seed, const Vec& previous) {
-  Vec v(previous.size());
-  for (std::size_t i = 0; i < v.size(); ++i) {
-    const float fresh = static_cast<float>(SplitMix(seed) >> 40) / static_cast<float>(1u << 24) * 2.0f - 1.0f;
-    v[i] = fresh + 0.5f * previous[i];
-  }
-  return v;
+// Element i of a round's input: draw i of the round's seed, in [-1, 1), plus
+// half of the previous result's element i. One element at a time, so the
+// checker needs no vector per worker.
+float Input(std::uint64_t seed, std::uint64_t i, float previous) {
+  std::uint64_t state = seed + i * kSplitMixGamma;
+  const float fresh = static_cast<float>(SplitMix(state) >> 40) / static_cast<float>(1u << 24) * 2.0f - 1.0f;
+  return fresh + 0.5f * previous;
 }
 
+// XXH3 of the floats as f32s encodes them, the same on every machine.
 std::uint64_t Digest(const Vec& v) {
-  Writer w;
-  for (float x : v) w.f32(x);
-  std::uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a over the bits
-  for (char c : w.take()) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
-  return h;
+  if constexpr (std::endian::native == std::endian::little) {
+    return XXH3_64bits(v.data(), v.size() * sizeof(float));
+  } else {
+    Writer w;
+    w.f32s(v);
+    const std::string bytes = w.take();
+    return XXH3_64bits(bytes.data(), bytes.size());
+  }
 }
 
 std::size_t ChunkBegin(std::uint64_t k, std::uint64_t workers, std::uint64_t length) { return k * length / workers; }
 
 class AllreduceApp final : public App {
  public:
-  AllreduceApp(WorkerId self, const Params& p) : self_(self), p_(p), acc_(p.length), result_(p.length) {}
+  AllreduceApp(WorkerId self, const Params& p) : self_(self), p_(p) {}
 
   const std::vector<std::uint64_t>& seeds() const { return seeds_; }
   const std::vector<std::uint64_t>& digests() const { return digests_; }
-  const Vec& result() const { return result_; }
 
   Status Execute(Worker& w, const Task& t) override {
+    const bool live = !t.replayed;
     if (t.start) {
       if (p_.duration_s > 0 && self_ == 0) {
         LSTASH_ASSIGN_OR_RETURN(start_, w.Now());
       }
-      return StartRound(w);
+      return StartRound(w, live);
     }
     Reader r(t.payload);
     std::uint64_t round = 0, step = 0;
@@ -79,19 +85,30 @@ class AllreduceApp final : public App {
         t.sender != Left()) {
       return Corruption("allreduce: unexpected task " + ToString(t.id));
     }
-    pending_[{round, step}] = std::string(r.rest());
-    // Steps arrive in order on a FIFO channel; any that come early wait.
+    // Steps arrive in order on a FIFO channel; any that come early wait
+    // (copied: a chunk may be 50 MB, so only then).
+    if (round != round_ || step != step_) {
+      pending_[{round, step}] = std::string(r.rest());
+      return Status::OK();
+    }
+    LSTASH_RETURN_IF_ERROR(Step(w, r.rest(), live));
     for (auto it = pending_.find({round_, step_}); it != pending_.end(); it = pending_.find({round_, step_})) {
       const std::string chunk = std::move(it->second);
       pending_.erase(it);
-      LSTASH_RETURN_IF_ERROR(Step(w, chunk));
+      LSTASH_RETURN_IF_ERROR(Step(w, chunk, live));
     }
     return Status::OK();
   }
 
   bool Finished() const override { return finished_; }
   std::int64_t MinTaskIntervalNanos() const override { return p_.task_interval_nanos; }
-  void TakeStats(nlohmann::json* stats) override { (*stats)["rounds"] = digests_.size(); }
+  void TakeStats(nlohmann::json* stats) override {
+    nlohmann::json lat = nlohmann::json::array();
+    for (const auto& [entered, nanos, round] : samples_) lat.push_back({entered, nanos, round});
+    (*stats)["latency"] = std::move(lat);
+    (*stats)["rounds"] = digests_.size();
+    samples_.clear();
+  }
 
   std::string Snapshot() const override {
     Writer w;
@@ -100,9 +117,8 @@ class AllreduceApp final : public App {
     w.u64(stop_seen_);
     w.u64(finished_);
     w.u64(static_cast<std::uint64_t>(start_));
-    for (const Vec* v : {&acc_, &result_}) {
-      for (float x : *v) w.f32(x);
-    }
+    w.u64(acc_.size());
+    w.f32s(acc_);
     for (const auto* list : {&seeds_, &digests_}) {
       w.u64(list->size());
       for (std::uint64_t x : *list) w.u64(x);
@@ -120,13 +136,14 @@ class AllreduceApp final : public App {
   Status Restore(const std::string& bytes) override {
     Reader r(bytes);
     std::uint64_t stop = 0, finished = 0, start = 0;
-    bool ok = r.u64(&round_) && r.u64(&step_) && r.u64(&stop) && r.u64(&finished) && r.u64(&start);
+    std::uint64_t length = 0;
+    bool ok = r.u64(&round_) && r.u64(&step_) && r.u64(&stop) && r.u64(&finished) && r.u64(&start) &&
+              r.u64(&length) && (length == 0 || length == p_.length);
     stop_seen_ = stop != 0;
     finished_ = finished != 0;
     start_ = static_cast<std::int64_t>(start);
-    for (Vec* v : {&acc_, &result_}) {
-      for (float& x : *v) ok = ok && r.f32(&x);
-    }
+    acc_.assign(ok ? length : 0, 0.0f);
+    ok = ok && r.f32s(acc_);
     for (auto* list : {&seeds_, &digests_}) {
       std::uint64_t n = 0;
       ok = ok && r.u64(&n) && n <= p_.rounds;
@@ -153,10 +170,12 @@ class AllreduceApp final : public App {
   WorkerId Right() const { return (self_ + 1) % p_.workers; }
   std::uint64_t Mod(std::int64_t k) const { return static_cast<std::uint64_t>((k % p_.workers + p_.workers) % p_.workers); }
 
-  Status StartRound(Worker& w) {
+  Status StartRound(Worker& w, bool live) {
     LSTASH_ASSIGN_OR_RETURN(const std::uint64_t seed, w.Random());
     seeds_.push_back(seed);
-    acc_ = RoundInput(seed, result_);
+    if (acc_.empty()) acc_.assign(p_.length, 0.0f);  // round 0 adds half of nothing
+    for (std::size_t i = 0; i < acc_.size(); ++i) acc_[i] = Input(seed, i, acc_[i]);  // acc_ held the last result
+    entered_ = live ? MonoNow() : -1;
     step_ = 0;
     // Worker 0 decides whether this round is the last (its clock read is
     // logged); the decision rides on every message of the round, and the
@@ -170,18 +189,18 @@ class AllreduceApp final : public App {
   }
 
   Status SendChunk(Worker& w, std::uint64_t step, std::uint64_t k) {
+    const std::size_t begin = ChunkBegin(k, p_.workers, p_.length), end = ChunkBegin(k + 1, p_.workers, p_.length);
     Writer out;
+    out.reserve(3 * 8 + (end - begin) * sizeof(float));
     out.u64(round_);
     out.u64(step);
     out.u64(stop_seen_);
-    for (std::size_t i = ChunkBegin(k, p_.workers, p_.length); i < ChunkBegin(k + 1, p_.workers, p_.length); ++i) {
-      out.f32(acc_[i]);
-    }
+    out.f32s(std::span<const float>(acc_).subspan(begin, end - begin));
     return w.Submit(Right(), out.take()).status();
   }
 
   // Step step_ of round round_ arrived from the left with `chunk`.
-  Status Step(Worker& w, std::string_view chunk) {
+  Status Step(Worker& w, std::string_view chunk, bool live) {
     const std::uint64_t n = p_.workers;
     Reader flag(chunk);
     std::uint64_t stop = 0;
@@ -194,23 +213,29 @@ class AllreduceApp final : public App {
                                     : Mod(std::int64_t(self_) - std::int64_t(step_ - (n - 1)));
     const std::size_t begin = ChunkBegin(k, n, p_.length), end = ChunkBegin(k + 1, n, p_.length);
     if (chunk.size() != 4 * (end - begin)) return Corruption("allreduce: a chunk of the wrong size");
-    Reader r(chunk);
-    for (std::size_t i = begin; i < end; ++i) {
-      float x = 0;
-      r.f32(&x);
-      acc_[i] = scatter ? acc_[i] + x : x;
+    const std::span<float> mine = std::span<float>(acc_).subspan(begin, end - begin);
+    if (scatter) {
+      received_.resize(mine.size());
+      Reader(chunk).f32s(received_);
+      for (std::size_t i = 0; i < mine.size(); ++i) mine[i] = mine[i] + received_[i];
+    } else {
+      Reader(chunk).f32s(mine);
     }
     ++step_;
     if (step_ < 2 * (n - 1)) return SendChunk(w, step_, k);  // pass it on (the last scatter step starts the gather)
     // The round is done: every chunk holds the sum.
-    result_ = acc_;
-    digests_.push_back(Digest(result_));
+    if (live && entered_ >= 0) {
+      const std::int64_t nanos = MonoNow() - entered_;
+      samples_.push_back({WallNow() - nanos, nanos, round_});
+    }
+    digests_.push_back(Digest(acc_));
     if (stop_seen_) {
       finished_ = true;
+      acc_ = Vec();  // the digests are the result from here on
       return Status::OK();
     }
     ++round_;
-    return StartRound(w);
+    return StartRound(w, live);
   }
 
   const WorkerId self_;
@@ -219,11 +244,21 @@ class AllreduceApp final : public App {
   bool stop_seen_ = false;              // this round is the last
   bool finished_ = false;
   std::int64_t start_ = 0;              // worker 0: when the job started (logged)
-  Vec acc_;                             // this round's vector as it is summed
-  Vec result_;                          // the last finished round's sum
+  // This round's vector as it is summed; between rounds, the last result
+  // (the next round's input adds half of it); empty once finished.
+  Vec acc_;
   std::vector<std::uint64_t> seeds_;    // per round, logged
   std::vector<std::uint64_t> digests_;  // per finished round
   std::map<std::pair<std::uint64_t, std::uint64_t>, std::string> pending_;  // early steps
+  Vec received_;                        // a scatter step's incoming chunk, decoded
+  // Measurements, not state: when this worker entered the round (monotonic;
+  // -1 if it did so in replay), and the rounds timed since TakeStats.
+  std::int64_t entered_ = -1;
+  struct Sample {
+    std::int64_t entered_wall, nanos;
+    std::uint64_t round;
+  };
+  std::vector<Sample> samples_;
 };
 
 }  // namespace
@@ -250,17 +285,17 @@ std::vector<std::string> CheckAllreduce(const nlohmann::json& config, const std:
   }
   if (!v.empty()) return v;
   // The reference: each chunk summed around the ring from its owner, as the
-  // ring does (chunk k starts at worker k, each next worker adds its own).
+  // ring does (chunk k starts at worker k, each next worker adds its own);
+  // every worker's input adds half of the reference's previous round, so an
+  // element needs only its own previous sum and the sum is built in place.
   const std::uint64_t n = workers.size();
-  std::vector<Vec> previous(n, Vec(p->length));
-  Vec sum(p->length);
+  Vec sum(p->length, 0.0f);
   for (std::uint64_t round = 0; round < rounds; ++round) {
-    std::vector<Vec> inputs(n);
-    for (std::uint64_t w = 0; w < n; ++w) inputs[w] = RoundInput(workers[w]->seeds()[round], previous[w]);
     for (std::uint64_t k = 0; k < n; ++k) {
       for (std::size_t i = ChunkBegin(k, n, p->length); i < ChunkBegin(k + 1, n, p->length); ++i) {
-        float s = inputs[k][i];
-        for (std::uint64_t j = 1; j < n; ++j) s = inputs[(k + j) % n][i] + s;
+        const float previous = sum[i];
+        float s = Input(workers[k]->seeds()[round], i, previous);
+        for (std::uint64_t j = 1; j < n; ++j) s = Input(workers[(k + j) % n]->seeds()[round], i, previous) + s;
         sum[i] = s;
       }
     }
@@ -270,12 +305,8 @@ std::vector<std::string> CheckAllreduce(const nlohmann::json& config, const std:
         v.push_back(fmt::format("allreduce: worker {} round {} result differs from the ring sum of the logged inputs",
                                 w, round));
       }
-      previous[w] = sum;
     }
     if (v.size() > 20) break;
-  }
-  for (std::uint64_t w = 0; w < n && v.empty(); ++w) {
-    if (workers[w]->result() != sum) v.push_back(fmt::format("allreduce: worker {} final vector differs", w));
   }
   return v;
 }

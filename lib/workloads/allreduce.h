@@ -6,11 +6,18 @@
 //
 // Float addition is not associative, so the sum depends on the order the
 // ring adds in; the checker recomputes every round in that order from the
-// logged seeds and compares every worker's result bit for bit.
+// logged seeds and compares every worker's result bit for bit, through its
+// digest (XXH3 of the floats): a finished worker keeps only its digests, so
+// a result of 100 MB need not travel to the checker.
+//
+// Each live round reports its time as a latency sample (TakeStats):
+// [wall nanos when this worker entered the round (its input ready), nanos
+// until it held the result, the round's number].
 //
 // Config: rounds (4: at most), duration_s (0: run every round; else worker 0
 // makes the round running at that time the last, and the ring tells every
-// worker), length (64; at least the number of workers), task_interval_ms (0).
+// worker), length (64; at least the number of workers, at most 2^26 floats),
+// task_interval_ms (0).
 #pragma once
 
 #include "workloads/app.h"

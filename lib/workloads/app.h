@@ -50,6 +50,13 @@ class App {
   virtual std::int64_t MinTaskIntervalNanos() const { return 0; }
 };
 
+// The measurement clocks, for what an app reports through TakeStats. The
+// monotonic one is one clock for every process on the machine, so a
+// measurement may start in one worker and end in another. They never feed
+// an app's state.
+inline std::int64_t MonoNow() { return SystemClock()->MonotonicNanos(); }
+inline std::int64_t WallNow() { return SystemClock()->WallNanos(); }
+
 struct AppContext {
   WorkerId self = 0;
   std::uint32_t workers = 0;

@@ -1,8 +1,10 @@
 // Fixed-width little-endian encoding for app payloads and snapshots.
 #pragma once
 
+#include <bit>
 #include <cstdint>
 #include <cstring>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -29,6 +31,16 @@ class Writer {
     std::memcpy(&bits, &v, sizeof bits);
     for (int i = 0; i < 4; ++i) buf_.push_back(static_cast<char>((bits >> (8 * i)) & 0xff));
   }
+  // Many floats at once, encoded as f32 would one by one (a plain copy on a
+  // little-endian machine: vectors of 100 MB go through here).
+  void f32s(std::span<const float> v) {
+    if constexpr (std::endian::native == std::endian::little) {
+      buf_.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
+    } else {
+      for (float x : v) f32(x);
+    }
+  }
+  void reserve(std::size_t n) { buf_.reserve(n); }
   void bytes(std::size_t n, char fill) { buf_.append(n, fill); }
   void raw(std::string_view s) { buf_.append(s); }
   // Length-prefixed bytes (Reader::str reads them back).
@@ -61,6 +73,17 @@ class Reader {
     s_.remove_prefix(n);
     return true;
   }
+  // Fills `out` (f32s' counterpart).
+  bool f32s(std::span<float> out) {
+    if (s_.size() < out.size() * sizeof(float)) return false;
+    if constexpr (std::endian::native == std::endian::little) {
+      std::memcpy(out.data(), s_.data(), out.size() * sizeof(float));
+      s_.remove_prefix(out.size() * sizeof(float));
+    } else {
+      for (float& x : out) f32(&x);
+    }
+    return true;
+  }
   std::string_view rest() const { return s_; }
   bool done() const { return s_.empty(); }
 
@@ -68,9 +91,12 @@ class Reader {
   std::string_view s_;
 };
 
-// SplitMix64: a fixed generator, the same in every incarnation.
+// SplitMix64: a fixed generator, the same in every incarnation. Its state
+// advances by kSplitMixGamma per draw, so draw i (from 0) of seed s is
+// SplitMix(state = s + i * kSplitMixGamma): any draw can be had directly.
+inline constexpr std::uint64_t kSplitMixGamma = 0x9e3779b97f4a7c15ull;
 inline std::uint64_t SplitMix(std::uint64_t& state) {
-  std::uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+  std::uint64_t z = (state += kSplitMixGamma);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   return z ^ (z >> 31);

@@ -45,11 +45,6 @@ Result<Params> ReadParams(const AppContext& c) {
   return p;
 }
 
-// The measurement clocks (the monotonic one is one clock for every process
-// on the machine). They never feed the app's state.
-std::int64_t MonoNow() { return SystemClock()->MonotonicNanos(); }
-std::int64_t WallNow() { return SystemClock()->WallNanos(); }
-
 class RingApp final : public App {
  public:
   RingApp(WorkerId self, const Params& p) : self_(self), p_(p), runs_(p.tokens), stop_hop_(p.tokens, 0) {}

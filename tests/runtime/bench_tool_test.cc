@@ -37,6 +37,16 @@ class BenchTool : public ::testing::Test {
     auto j = nlohmann::json::parse(LastJsonLine(r.output), nullptr, false);
     return j.is_discarded() ? nlohmann::json() : j;
   }
+  // Every mode's stable keys, and its checker's verdict.
+  static void ExpectStableKeys(const nlohmann::json& j, const std::string& mode, const std::string& output) {
+    ASSERT_TRUE(j["results"].contains(mode)) << mode << ": " << output;
+    const auto& m = j["results"][mode];
+    EXPECT_GT(m.value("p50_us", 0.0), 0.0) << mode;
+    EXPECT_GE(m.value("p99_us", 0.0), m.value("p50_us", 0.0)) << mode;
+    EXPECT_GE(m.value("p999_us", 0.0), m.value("p99_us", 0.0)) << mode;
+    EXPECT_GT(m.value("throughput", 0.0), 0.0) << mode;
+    EXPECT_TRUE(m.value("correct", false)) << mode << ": " << m.dump();
+  }
   ScratchDir dir_{"lstash_bench"};
 };
 
@@ -48,15 +58,7 @@ TEST_F(BenchTool, RingRunsEveryModeSideBySideAndWritesItsFiles) {
   ASSERT_TRUE(j.is_object()) << r.output;
   EXPECT_EQ(j.value("workload", ""), "ring");
   EXPECT_FALSE(j.value("machine", "").empty());
-  for (const char* mode : {"none", "write-first", "lineage-stash", "checkpoint"}) {
-    ASSERT_TRUE(j["results"].contains(mode)) << mode << ": " << r.output;
-    const auto& m = j["results"][mode];
-    EXPECT_GT(m.value("p50_us", 0.0), 0.0) << mode;
-    EXPECT_GE(m.value("p99_us", 0.0), m.value("p50_us", 0.0)) << mode;
-    EXPECT_GE(m.value("p999_us", 0.0), m.value("p99_us", 0.0)) << mode;
-    EXPECT_GT(m.value("throughput", 0.0), 0.0) << mode;
-    EXPECT_TRUE(m.value("correct", false)) << mode << ": " << m.dump();
-  }
+  for (const char* mode : {"none", "write-first", "lineage-stash", "checkpoint"}) ExpectStableKeys(j, mode, r.output);
   // Only lineage-stash piggybacks lineage.
   EXPECT_GT(j["results"]["lineage-stash"].value("piggyback_entries_per_msg", 0.0), 0.0);
   EXPECT_EQ(j["results"]["none"].value("piggyback_entries_per_msg", 1.0), 0.0);
@@ -93,6 +95,39 @@ TEST_F(BenchTool, RecoveryReportsDetectionRecoveryAndReplay) {
   EXPECT_GE(m["lineage"][0].value("replayed", 0), 1000) << m.dump();
 }
 
+// OpenMPI is left out (a script that is not there) so the test is quick
+// and the same on machines without it; the run must say so, not fail.
+TEST_F(BenchTool, AllreduceTimesEveryModeAndSaysWhenOpenMpiIsMissing) {
+  const std::string out = dir_.path() + "/results";
+  ToolRun r = Bench({"--workload", "allreduce", "--quick", "--sizes-mb", "1", "--workers", "2", "--mpi-script",
+                     dir_.path() + "/no-mpi-allreduce", "--json", "--out", out});
+  ASSERT_EQ(r.code, 0) << r.output;
+  const nlohmann::json j = Json(r);
+  ASSERT_TRUE(j.is_object()) << r.output;
+  EXPECT_EQ(j.value("workload", ""), "allreduce");
+  for (const char* mode : {"none", "write-first", "lineage-stash", "checkpoint"}) {
+    ExpectStableKeys(j, mode, r.output);
+    const auto& m = j["results"][mode];
+    ASSERT_EQ(m["points"].size(), 1u) << m.dump();
+    EXPECT_EQ(m["points"][0].value("calls", 0), 3) << m.dump();  // --quick: 3 timed calls after 1 warm-up
+  }
+  const auto& mpi = j["results"]["openmpi"];
+  EXPECT_FALSE(mpi.value("found", true)) << mpi.dump();
+  EXPECT_NE(mpi.value("error", "").find("OpenMPI not found"), std::string::npos) << mpi.dump();
+  for (const char* file : {"allreduce.json", "allreduce.csv", "allreduce-points.csv"}) {
+    EXPECT_TRUE(std::filesystem::exists(out + "/" + file)) << file;
+  }
+
+  // The document says so too (the report needs a ring result; an empty one will do).
+  { std::ofstream(out + "/ring-det.json") << R"({"workload": "ring", "settings": {}, "results": {}})"; }
+  const std::string doc = dir_.path() + "/benchmarks.md";
+  ASSERT_EQ(Bench({"--report", out, "--doc", doc}).code, 0);
+  const std::string text = ReadFile(doc);
+  EXPECT_NE(text.find("| allreduce 100 MB: lineage-stash ≤ 1.10 × OpenMPI | not measured: OpenMPI not found"),
+            std::string::npos) << text;
+  EXPECT_NE(text.find("| 2 | 1 |"), std::string::npos) << text;  // the table's one row
+}
+
 TEST_F(BenchTool, BadInputIsAClearError) {
   ToolRun r = Bench({"--workload", "ring", "--modes", "none,bogus"});
   EXPECT_EQ(r.code, 2) << r.output;
@@ -100,6 +135,12 @@ TEST_F(BenchTool, BadInputIsAClearError) {
   r = Bench({"--workload", "recovery", "--modes", "none"});
   EXPECT_EQ(r.code, 2) << r.output;
   EXPECT_NE(r.output.find("mode none cannot recover"), std::string::npos) << r.output;
+  r = Bench({"--workload", "allreduce", "--sizes-mb", "1,0"});
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("--sizes-mb"), std::string::npos) << r.output;
+  r = Bench({"--workload", "allreduce", "--sizes-mb", "ten"});
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("--sizes-mb"), std::string::npos) << r.output;
   r = Bench({"--workload", "nonsense"});
   EXPECT_EQ(r.code, 2) << r.output;
   EXPECT_NE(r.output.find("--workload must be one of"), std::string::npos) << r.output;
