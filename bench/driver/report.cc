@@ -19,11 +19,13 @@ constexpr std::string_view kBegin = "<!-- lstash-bench: generated from here -->"
 constexpr std::string_view kEnd = "<!-- lstash-bench: generated up to here -->";
 const std::vector<std::string> kModeOrder = {"none", "write-first", "lineage-stash", "checkpoint"};
 
-std::optional<nlohmann::json> Load(const std::string& dir, const std::string& name) {
+// DIR/NAME.json if it parses and holds `key` (lstash-bench's files hold
+// "results", lstash-gpu-bench's "overhead").
+std::optional<nlohmann::json> Load(const std::string& dir, const std::string& name, const char* key = "results") {
   std::ifstream in(fs::path(dir) / (name + ".json"));
   if (!in) return std::nullopt;
   auto j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.contains("results")) return std::nullopt;
+  if (j.is_discarded() || !j.contains(key)) return std::nullopt;
   return j;
 }
 
@@ -102,6 +104,17 @@ bool WriteReport(const std::string& dir, const std::string& doc_path) {
              nondet_all = Load(dir, "ring-nondet-fall");
   const auto wordcount = Load(dir, "wordcount"), recovery = Load(dir, "recovery"), piggyback = Load(dir, "piggyback");
   const auto allreduce = Load(dir, "allreduce");
+  const auto serving = Load(dir, "serving");
+  // lstash-gpu-bench's results, one file per device (scripts/gpu-check).
+  std::vector<std::pair<std::string, nlohmann::json>> gpu_benches;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.starts_with("gpu-bench-") && name.ends_with(".json")) {
+      if (auto j = Load(dir, name.substr(0, name.size() - 5), "overhead")) gpu_benches.emplace_back(name, *j);
+    }
+  }
+  std::sort(gpu_benches.begin(), gpu_benches.end());
   const nlohmann::json openmpi = allreduce ? (*allreduce)["results"].value("openmpi", nlohmann::json::object())
                                            : nlohmann::json::object();
   const std::vector<std::uint32_t> allreduce_workers =
@@ -161,6 +174,27 @@ bool WriteReport(const std::string& dir, const std::string& doc_path) {
       } else {
         d.Target(what, MedianMs(ls), mpi_ms, true, 1.10);
       }
+    }
+  }
+  d.Target(fmt::format("serving ({}): lineage-stash p99 ≤ 1.05 × none", serving ? (*serving)["settings"].value("backend", "?") : "—"),
+           Get(serving, "lineage-stash", "p99_us"), Get(serving, "none", "p99_us"), true, 1.05);
+  for (const auto& [name, g] : gpu_benches) {
+    if (g.value("backend", "") != "cuda") continue;  // the GPU targets are set for a device
+    const nlohmann::json& modes = g["overhead"]["modes"];
+    const auto overhead = [&](const char* mode) {
+      return modes.contains(mode) ? std::optional<double>(modes[mode].value("mean_us", 0.0)) : std::nullopt;
+    };
+    const std::string device = g.value("device", "?");
+    d.Target("GPU task (" + device + "): lineage-stash ≤ 1.03 × none, digests off", overhead("lineage-stash"),
+             overhead("none"), true, 1.03);
+    d.Target("GPU task (" + device + "): lineage-stash ≤ 1.10 × none, a digest every task", overhead("lineage-stash+digest"),
+             overhead("none"), true, 1.10);
+    for (const auto& r : g.value("recovery", nlohmann::json::array())) {
+      const double total = r.value("total_ms", 0.0);
+      d.Line(fmt::format("| GPU worker recovery ({}, {} store): {} MiB of device state + {} tasks < 1 s from the new "
+                         "incarnation's start | {:.0f} ms | **{}** |",
+                         device, r.value("store", "?"), r.value("state_mib", 0), r.value("tasks_replayed", 0), total,
+                         total < 1000 && r.value("verified", false) ? "met" : "missed"));
     }
   }
   d.Line();
@@ -338,6 +372,53 @@ bool WriteReport(const std::string& dir, const std::string& doc_path) {
              "it did instead).");
       d.Line();
     }
+  }
+  if (serving) {
+    const nlohmann::json& settings = (*serving)["settings"];
+    d.Line("### GPU serving");
+    d.Line();
+    // Runs before request_interval_ms was recorded paced one task per 1000 / request_rate ms.
+    const double interval_ms = settings.value("request_interval_ms", 1000 / settings.value("request_rate", 1000.0));
+    d.Line(fmt::format("On {}: worker 0 serves a small MLP (backend `{}`) to {} clients; a client runs one task every "
+                       "{:.1f} ms, sending a request or taking an answer. The server batches by arrival (up to 8 "
+                       "requests, 2 ms window; receipt order and clock reads logged) and checks each batch's output "
+                       "digest on replay. Latency runs from a client's request to its taking the answer, batching "
+                       "and the client's pacing included; every answer was checked bit for bit against the CPU "
+                       "reference.",
+                       (*serving).value("machine", "?"), settings.value("backend", "?"), settings.value("workers", 0u) - 1,
+                       interval_ms));
+    d.Line();
+    d.LatencyTable("serving", serving);
+  }
+  for (const auto& [name, g] : gpu_benches) {
+    d.Line("### GPU tasks on " + g.value("device", std::string("?")) + " (`scripts/gpu-check`)");
+    d.Line();
+    d.Line(fmt::format("`lstash-gpu-bench` ({}), one worker. Overhead: a deterministic task ({}) run back to back, the "
+                       "modes alternating in rounds:",
+                       name, g["overhead"].value("task", "?")));
+    d.Line();
+    d.Line("| mode | mean µs | p50 µs | p99 µs | over none |");
+    d.Line("|---|---|---|---|---|");
+    for (const char* mode : {"none", "lineage-stash", "lineage-stash+digest"}) {
+      if (!g["overhead"]["modes"].contains(mode)) continue;
+      const nlohmann::json& m = g["overhead"]["modes"][mode];
+      d.Line(fmt::format("| {} | {:.1f} | {:.1f} | {:.1f} | {:+.2f}% |", mode, m.value("mean_us", 0.0),
+                         m.value("p50_us", 0.0), m.value("p99_us", 0.0), 100 * m.value("overhead_vs_none", 0.0)));
+    }
+    d.Line();
+    d.Line("Recovery of a worker holding device state, checkpointed, then logged tasks (random numbers, a racy "
+           "scatter-add, raced updates, a layer, digests on), killed; times from the new incarnation's start:");
+    d.Line();
+    d.Line("| store | device state MiB | tasks replayed | context ms | worker open ms | restore ms | replay ms | total ms "
+           "| device state |");
+    d.Line("|---|---|---|---|---|---|---|---|---|");
+    for (const auto& r : g.value("recovery", nlohmann::json::array())) {
+      d.Line(fmt::format("| {} | {} | {} | {:.1f} | {:.1f} | {:.1f} | {:.1f} | {:.1f} | {} |", r.value("store", "?"),
+                         r.value("state_mib", 0), r.value("tasks_replayed", 0), r.value("context_ms", 0.0),
+                         r.value("worker_open_ms", 0.0), r.value("restore_ms", 0.0), r.value("replay_ms", 0.0),
+                         r.value("total_ms", 0.0), r.value("verified", false) ? "equal, bit for bit" : "DIFFERENT"));
+    }
+    d.Line();
   }
   d.Line(std::string(kEnd));
 

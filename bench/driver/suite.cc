@@ -695,6 +695,36 @@ std::string MachineDescription() {
                      u.release);
 }
 
+// --------------------------------------------------------------- serving
+// Worker 0 serves a small MLP on the GPU (the CPU path without one), the
+// other workers are clients; latency runs from a client's Submit of a
+// request to its taking the answer, batching window included.
+nlohmann::json Serving(const BenchOptions& o) {
+  nlohmann::json results = nlohmann::json::object();
+  std::map<std::string, std::vector<double>> cdf;
+  const std::uint64_t requests = static_cast<std::uint64_t>(std::max(8.0, o.seconds * o.request_rate));
+  // A client runs one task per interval, sending a request or taking an
+  // answer: two tasks per request.
+  const double interval_ms = 1000 / (2 * o.request_rate);
+  for (const auto& mode : o.modes) {
+    RunOptions r = BaseRun(o, "serving");
+    ApplyMode(mode, o, &r);
+    r.app_settings = nlohmann::json{{"requests", requests},
+                                    {"request_interval_ms", interval_ms},
+                                    {"backend", o.backend}}
+                         .dump();
+    r.faults.clear();
+    JobReport rep = Run(r, fmt::format("serving, {}: 1 server + {} clients, {:.0f} requests/s each, {} requests each, "
+                                       "backend {}",
+                                       mode, o.workers - 1, o.request_rate, requests, o.backend));
+    nlohmann::json m = Summarize(rep, &cdf[mode]);  // throughput: answers per second
+    PrintRow(mode, m);
+    results[mode] = m;
+  }
+  WriteCdf(o, cdf);
+  return results;
+}
+
 nlohmann::json RunBenchmark(const BenchOptions& o) {
   nlohmann::json results;
   if (o.workload == "ring") results = Ring(o);
@@ -702,6 +732,7 @@ nlohmann::json RunBenchmark(const BenchOptions& o) {
   else if (o.workload == "piggyback") results = Piggyback(o);
   else if (o.workload == "recovery") results = Recovery(o);
   else if (o.workload == "allreduce") results = Allreduce(o);
+  else if (o.workload == "serving") results = Serving(o);
   else throw std::runtime_error("unknown workload " + o.workload);
   nlohmann::json out{{"workload", o.workload},
                      {"machine", MachineDescription()},
@@ -710,7 +741,8 @@ nlohmann::json RunBenchmark(const BenchOptions& o) {
                        {"store_delay_ms", o.store_delay_ms}, {"tokens", o.tokens}, {"work_us", o.work_us},
                        {"rate", o.rate}, {"heartbeat_timeout_ms", o.heartbeat_timeout_ms},
                        {"checkpoint_every", o.checkpoint_every}, {"snapshot_interval_ms", o.snapshot_interval_ms},
-                       {"quick", o.quick}}},
+                       {"request_rate", o.request_rate}, {"request_interval_ms", 1000 / (2 * o.request_rate)},
+                       {"backend", o.backend}, {"quick", o.quick}}},
                      {"results", results}};
   if (o.workload == "allreduce") {
     out["settings"].merge_patch({{"sizes_mb", o.sizes_mb}, {"worker_counts", o.worker_counts},

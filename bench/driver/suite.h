@@ -11,7 +11,7 @@
 namespace lstash::bench {
 
 struct BenchOptions {
-  std::string workload;                 // ring, wordcount, piggyback, recovery, allreduce
+  std::string workload;                 // ring, wordcount, piggyback, recovery, allreduce, serving
   std::vector<std::string> modes;       // none, write-first, lineage-stash, checkpoint
   std::uint32_t workers = 4;
   double seconds = 5;
@@ -35,6 +35,9 @@ struct BenchOptions {
   // snapshot; above this size, here, one such write outlasts the store's
   // 10 s deadline and the run never ends, so it is not run (and says so).
   std::uint64_t checkpoint_max_mb = 10;
+  // serving
+  double request_rate = 500;            // requests/s per client
+  std::string backend = "auto";         // gpu backend: auto, cpu, cuda
   // recovery
   double heartbeat_timeout_ms = 200;
   std::uint32_t checkpoint_every = 2000;     // tasks between a worker's checkpoints

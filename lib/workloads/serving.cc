@@ -291,12 +291,24 @@ class ClientApp final : public App {
     const std::uint64_t seq = a.composition[a.row].seq;
     // A second answer is kept aside for the checker to report.
     if (!answers_.emplace(seq, a).second) extra_answers_.push_back(seq);
+    if (auto sent = sent_at_.find(seq); sent != sent_at_.end()) {
+      const std::int64_t latency = MonoNow() - sent->second;
+      samples_.push_back({WallNow() - latency, latency, seq});
+      sent_at_.erase(sent);
+    }
     return Status::OK();
   }
 
   bool Finished() const override { return sent_ == p_.requests && answers_.size() == p_.requests; }
   std::int64_t MinTaskIntervalNanos() const override { return p_.request_interval_nanos; }
-  void TakeStats(nlohmann::json* stats) override { (*stats)["answered"] = answers_.size(); }
+  void TakeStats(nlohmann::json* stats) override {
+    (*stats)["answered"] = answers_.size();
+    // [send wall nanos, request-to-answer latency nanos, request seq] per answer.
+    nlohmann::json latency = nlohmann::json::array();
+    for (const auto& [sent, nanos, seq] : samples_) latency.push_back({sent, nanos, seq});
+    samples_.clear();
+    (*stats)["latency"] = std::move(latency);
+  }
 
   std::string Snapshot() const override {
     Writer s;
@@ -347,6 +359,7 @@ class ClientApp final : public App {
     m.u64(sent_);
     m.raw(FloatBytes(RequestInput(p_, self_, sent_)));
     LSTASH_RETURN_IF_ERROR(w.Submit(kServer, m.take()).status());
+    sent_at_[sent_] = MonoNow();
     if (++sent_ == p_.requests) return Status::OK();
     Writer next;
     PutHeader(next, kMagic);
@@ -359,6 +372,13 @@ class ClientApp final : public App {
   std::uint64_t sent_ = 0;
   std::map<std::uint64_t, Answer> answers_;    // by request seq
   std::vector<std::uint64_t> extra_answers_;  // seqs answered again
+  // Measurement only (never in state or output): when each request went out.
+  std::map<std::uint64_t, std::int64_t> sent_at_;
+  struct Sample {
+    std::int64_t sent_wall, latency;
+    std::uint64_t seq;
+  };
+  std::vector<Sample> samples_;
 };
 
 }  // namespace

@@ -128,6 +128,21 @@ TEST_F(BenchTool, AllreduceTimesEveryModeAndSaysWhenOpenMpiIsMissing) {
   EXPECT_NE(text.find("| 2 | 1 |"), std::string::npos) << text;  // the table's one row
 }
 
+// The GPU workload: the CPU path here (a device, where there is one, in
+// scripts/gpu-check); every answer checked bit for bit in each mode.
+TEST_F(BenchTool, ServingMeasuresEveryModeAndItsAnswersAreChecked) {
+  ToolRun r = Bench({"--workload", "serving", "--modes", "none,lineage-stash", "--workers", "3", "--seconds", "1",
+                     "--request-rate", "200", "--backend", "cpu", "--json"});
+  ASSERT_EQ(r.code, 0) << r.output;
+  const nlohmann::json j = Json(r);
+  ASSERT_TRUE(j.is_object()) << r.output;
+  EXPECT_EQ(j.value("workload", ""), "serving");
+  EXPECT_EQ(j["settings"].value("backend", ""), "cpu");
+  for (const char* mode : {"none", "lineage-stash"}) ExpectStableKeys(j, mode, r.output);
+  EXPECT_GT(j["results"]["lineage-stash"].value("piggyback_entries_per_msg", 0.0), 0.0);
+  EXPECT_EQ(Bench({"--workload", "serving", "--backend", "tpu"}).code, 2);
+}
+
 TEST_F(BenchTool, BadInputIsAClearError) {
   ToolRun r = Bench({"--workload", "ring", "--modes", "none,bogus"});
   EXPECT_EQ(r.code, 2) << r.output;
