@@ -85,6 +85,11 @@ namespace {
 constexpr std::size_t kMaxHeldFrames = 4096;
 constexpr std::size_t kMaxEarlyFrames = 1024;  // per channel
 constexpr std::size_t kMaxResendsPerTick = 1024;
+// A resend of a large message waits at least as long as the receiver needs
+// to take it in and act on it, at this many nanoseconds per payload byte
+// (10: 100 MB/s), so a 25 MB chunk is not resent every backoff period
+// while its receiver is still busy with the last one.
+constexpr std::int64_t kResendNanosPerPayloadByte = 10;
 
 std::uint64_t SplitMix(std::uint64_t& state) {
   std::uint64_t z = (state += 0x9e3779b97f4a7c15ull);
@@ -652,7 +657,9 @@ void WorkerImpl::ResendUnacknowledged(WorkerId dest, bool all_now) {
     if (m.msg.channel_seq <= ch.delivered) continue;
     // Back off a message that keeps going unacknowledged (x2 per resend, up
     // to x16): its receiver may be busy recovering.
-    const std::int64_t wait = options_.resend_after_nanos << std::min<std::uint32_t>(m.resends, 4);
+    const std::int64_t first_wait = std::max(options_.resend_after_nanos,
+                                             static_cast<std::int64_t>(m.msg.payload.size()) * kResendNanosPerPayloadByte);
+    const std::int64_t wait = first_wait << std::min<std::uint32_t>(m.resends, 4);
     if (!all_now && m.last_sent != 0 && now - m.last_sent < wait) continue;
     if (++sent > kMaxResendsPerTick) break;
     SendTask(dest, m);

@@ -179,7 +179,8 @@ class CudaDevice final : public Device {
   void FreeHost(void* p) override { cudaFreeHost(p); }
 
   Status CopyIn(void* dst, const void* src, std::size_t bytes) override {
-    // From pageable memory this returns once `src` is staged.
+    // From pageable memory this returns once `src` is staged. (Staging 1 GiB
+    // through our own pinned double buffer measured no faster on an H200.)
     LSTASH_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, main_), "copy to device");
     return Status::OK();
   }

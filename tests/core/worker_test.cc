@@ -359,6 +359,24 @@ TEST_F(WorkerTest, UnacknowledgedFrameIsResentOnTickUntilAcknowledged) {
   EXPECT_EQ(a->GetMetrics().frames_resent, 1u);
 }
 
+// A large message's receiver needs longer to take it in: its first resend
+// waits in proportion to its size (10 ns a byte), not just resend_after.
+TEST_F(WorkerTest, LargeMessageIsResentOnlyAfterItsSizeAllows) {
+  auto a = Open(Options(0, 2));
+  ASSERT_NE(a, nullptr);
+  ASSERT_TRUE(Next(*a).has_value());
+  SubmitOk(*a, 1, std::string(20 << 20, 'x'));  // 20 MiB: about 210 ms
+  ASSERT_EQ(Select(a->TakeFrames(), 1, wire::FrameKind::kTask).size(), 1u);  // ... and lost
+
+  clock_.Advance(100 * kMillis);  // past resend_after (50 ms), not past the size's share
+  a->Tick();
+  EXPECT_THAT(Select(a->TakeFrames(), 1, wire::FrameKind::kTask), IsEmpty()) << "a 20 MiB frame resent after 100 ms";
+  clock_.Advance(120 * kMillis);
+  a->Tick();
+  EXPECT_EQ(Select(a->TakeFrames(), 1, wire::FrameKind::kTask).size(), 1u);
+  EXPECT_EQ(a->GetMetrics().frames_resent, 1u);
+}
+
 // ---------------------------------------------------------------------------
 // 4. Piggybacking and eviction
 
