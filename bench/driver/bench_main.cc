@@ -21,7 +21,8 @@
 namespace {
 
 const std::vector<std::string> kModes = {"none", "write-first", "lineage-stash", "checkpoint"};
-const std::set<std::string> kWorkloads = {"ring", "wordcount", "piggyback", "recovery", "allreduce", "serving"};
+const std::set<std::string> kWorkloads = {"ring", "wordcount", "piggyback", "recovery", "allreduce", "serving",
+                                          "pipeline"};
 
 }  // namespace
 
@@ -31,7 +32,7 @@ int main(int argc, char** argv) {
   BenchOptions o;
   bool json = false;
   std::string report_dir, doc;
-  cli.add_option("--workload", o.workload, "ring | wordcount | piggyback | recovery | allreduce | serving");
+  cli.add_option("--workload", o.workload, "ring | wordcount | piggyback | recovery | allreduce | serving | pipeline");
   cli.add_option("--modes", o.modes, "comma-separated: none, write-first, lineage-stash, checkpoint (default: the "
                                      "workload's)")
       ->delimiter(',');
@@ -51,7 +52,9 @@ int main(int argc, char** argv) {
   cli.add_option("--rate", o.rate, "wordcount: lines per second offered")->check(CLI::PositiveNumber);
   cli.add_option("--sweep-rates", o.sweep_rates, "wordcount: rates tried for the sustainable throughput")->delimiter(',');
   cli.add_option("--request-rate", o.request_rate, "serving: requests per second per client")->check(CLI::Range(1.0, 1e5));
-  cli.add_option("--backend", o.backend, "serving: the server's GPU backend")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  cli.add_option("--minibatch-rate", o.minibatch_rate, "pipeline: minibatches to train per second of --seconds")
+      ->check(CLI::Range(1.0, 1e5));
+  cli.add_option("--backend", o.backend, "serving, pipeline: the GPU backend")->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   cli.add_option("--heartbeat-timeout-ms", o.heartbeat_timeout_ms, "recovery: failure detection")->check(CLI::PositiveNumber);
   cli.add_option("--checkpoint-every", o.checkpoint_every, "tasks between a worker's own checkpoints (lineage-stash, write-first)");
   cli.add_option("--snapshot-interval-ms", o.snapshot_interval_ms, "checkpoint mode: time between global snapshots")
@@ -86,7 +89,7 @@ int main(int argc, char** argv) {
     return lstash::bench::WriteReport(report_dir, doc.empty() ? "docs/benchmarks.md" : doc) ? 0 : 1;
   }
   if (!kWorkloads.count(o.workload)) {
-    std::fprintf(stderr, "lstash-bench: --workload must be one of ring, wordcount, piggyback, recovery, allreduce, serving (got '%s')\n",
+    std::fprintf(stderr, "lstash-bench: --workload must be one of ring, wordcount, piggyback, recovery, allreduce, serving, pipeline (got '%s')\n",
                  o.workload.c_str());
     return 2;
   }

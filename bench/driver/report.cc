@@ -104,7 +104,7 @@ bool WriteReport(const std::string& dir, const std::string& doc_path) {
              nondet_all = Load(dir, "ring-nondet-fall");
   const auto wordcount = Load(dir, "wordcount"), recovery = Load(dir, "recovery"), piggyback = Load(dir, "piggyback");
   const auto allreduce = Load(dir, "allreduce");
-  const auto serving = Load(dir, "serving");
+  const auto serving = Load(dir, "serving"), pipeline = Load(dir, "pipeline");
   // lstash-gpu-bench's results, one file per device (scripts/gpu-check).
   std::vector<std::pair<std::string, nlohmann::json>> gpu_benches;
   std::error_code ec;
@@ -389,6 +389,18 @@ bool WriteReport(const std::string& dir, const std::string& doc_path) {
                        interval_ms));
     d.Line();
     d.LatencyTable("serving", serving);
+  }
+  if (pipeline) {
+    d.Line("### GPU pipeline training");
+    d.Line();
+    d.Line(fmt::format("On {}: {} stages (backend `{}`), one layer each, 1F1B with weight stashing at full speed; "
+                       "latency is a minibatch's round trip at stage 0 (forward out, gradient back), so the rate is "
+                       "minibatches per second. Every stage's final weights were checked bit for bit against a "
+                       "failure-free CPU run.",
+                       (*pipeline).value("machine", "?"), (*pipeline)["settings"].value("workers", 0u),
+                       (*pipeline)["settings"].value("backend", "?")));
+    d.Line();
+    d.LatencyTable("pipeline", pipeline);
   }
   for (const auto& [name, g] : gpu_benches) {
     d.Line("### GPU tasks on " + g.value("device", std::string("?")) + " (`scripts/gpu-check`)");

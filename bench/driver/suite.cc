@@ -725,6 +725,29 @@ nlohmann::json Serving(const BenchOptions& o) {
   return results;
 }
 
+// -------------------------------------------------------------- pipeline
+// One training stage per worker (GPU when present), 1F1B at full speed;
+// latency is a minibatch's round trip at stage 0, from its forward pass
+// leaving to its gradient coming back, so throughput is minibatches/s.
+nlohmann::json Pipeline(const BenchOptions& o) {
+  nlohmann::json results = nlohmann::json::object();
+  std::map<std::string, std::vector<double>> cdf;
+  const std::uint64_t minibatches = static_cast<std::uint64_t>(std::max(16.0, o.seconds * o.minibatch_rate));
+  for (const auto& mode : o.modes) {
+    RunOptions r = BaseRun(o, "pipeline");
+    ApplyMode(mode, o, &r);
+    r.app_settings = nlohmann::json{{"minibatches", minibatches}, {"task_interval_ms", 0}, {"backend", o.backend}}.dump();
+    r.faults.clear();
+    JobReport rep = Run(r, fmt::format("pipeline, {}: {} stages, {} minibatches, backend {}", mode, o.workers,
+                                       minibatches, o.backend));
+    nlohmann::json m = Summarize(rep, &cdf[mode]);
+    PrintRow(mode, m);
+    results[mode] = m;
+  }
+  WriteCdf(o, cdf);
+  return results;
+}
+
 nlohmann::json RunBenchmark(const BenchOptions& o) {
   nlohmann::json results;
   if (o.workload == "ring") results = Ring(o);
@@ -733,6 +756,7 @@ nlohmann::json RunBenchmark(const BenchOptions& o) {
   else if (o.workload == "recovery") results = Recovery(o);
   else if (o.workload == "allreduce") results = Allreduce(o);
   else if (o.workload == "serving") results = Serving(o);
+  else if (o.workload == "pipeline") results = Pipeline(o);
   else throw std::runtime_error("unknown workload " + o.workload);
   nlohmann::json out{{"workload", o.workload},
                      {"machine", MachineDescription()},
@@ -742,6 +766,7 @@ nlohmann::json RunBenchmark(const BenchOptions& o) {
                        {"rate", o.rate}, {"heartbeat_timeout_ms", o.heartbeat_timeout_ms},
                        {"checkpoint_every", o.checkpoint_every}, {"snapshot_interval_ms", o.snapshot_interval_ms},
                        {"request_rate", o.request_rate}, {"request_interval_ms", 1000 / (2 * o.request_rate)},
+                       {"minibatch_rate", o.minibatch_rate},
                        {"backend", o.backend}, {"quick", o.quick}}},
                      {"results", results}};
   if (o.workload == "allreduce") {

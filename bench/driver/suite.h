@@ -11,7 +11,7 @@
 namespace lstash::bench {
 
 struct BenchOptions {
-  std::string workload;                 // ring, wordcount, piggyback, recovery, allreduce, serving
+  std::string workload;                 // ring, wordcount, piggyback, recovery, allreduce, serving, pipeline
   std::vector<std::string> modes;       // none, write-first, lineage-stash, checkpoint
   std::uint32_t workers = 4;
   double seconds = 5;
@@ -35,8 +35,9 @@ struct BenchOptions {
   // snapshot; above this size, here, one such write outlasts the store's
   // 10 s deadline and the run never ends, so it is not run (and says so).
   std::uint64_t checkpoint_max_mb = 10;
-  // serving
-  double request_rate = 500;            // requests/s per client
+  // serving, pipeline
+  double request_rate = 500;            // serving: requests/s per client
+  double minibatch_rate = 200;          // pipeline: minibatches per second of --seconds
   std::string backend = "auto";         // gpu backend: auto, cpu, cuda
   // recovery
   double heartbeat_timeout_ms = 200;

@@ -272,6 +272,11 @@ class PipelineApp final : public App {
         return Corruption("pipeline: unexpected task " + ToString(t.id));
       }
       LSTASH_RETURN_IF_ERROR(stage_->Deliver(pass, minibatch, std::string(r.rest())));
+      if (auto sent = forward_at_.find(minibatch); pass == kBackward && sent != forward_at_.end()) {
+        const std::int64_t latency = MonoNow() - sent->second;
+        samples_.push_back({WallNow() - latency, latency, minibatch});
+        forward_at_.erase(sent);
+      }
     }
     // Every operation whose input is here, each a GPU task of its own.
     while (stage_->Ready()) {
@@ -286,11 +291,20 @@ class PipelineApp final : public App {
       m.u64(out->minibatch);
       m.raw(out->bytes);
       LSTASH_RETURN_IF_ERROR(w.Submit(out->dest, m.take()).status());
+      if (self_ == 0 && out->pass == kForward) forward_at_[out->minibatch] = MonoNow();
     }
     return Status::OK();
   }
 
   bool Finished() const override { return stage_->done(); }
+  // Stage 0's round trips: [forward sent wall nanos, nanos until its
+  // gradient came back, minibatch] per minibatch. Measurement only.
+  void TakeStats(nlohmann::json* stats) override {
+    nlohmann::json latency = nlohmann::json::array();
+    for (const auto& [sent, nanos, minibatch] : samples_) latency.push_back({sent, nanos, minibatch});
+    samples_.clear();
+    (*stats)["latency"] = std::move(latency);
+  }
   std::int64_t MinTaskIntervalNanos() const override { return p_.task_interval_nanos; }
 
   std::string Snapshot() const override {
@@ -319,6 +333,12 @@ class PipelineApp final : public App {
   const WorkerId self_;
   std::unique_ptr<gpu::Context> context_;
   std::unique_ptr<Stage> stage_;
+  std::map<std::uint64_t, std::int64_t> forward_at_;  // minibatch -> when stage 0 sent it
+  struct Sample {
+    std::int64_t sent_wall, latency;
+    std::uint64_t minibatch;
+  };
+  std::vector<Sample> samples_;
 };
 
 }  // namespace

@@ -128,9 +128,9 @@ TEST_F(BenchTool, AllreduceTimesEveryModeAndSaysWhenOpenMpiIsMissing) {
   EXPECT_NE(text.find("| 2 | 1 |"), std::string::npos) << text;  // the table's one row
 }
 
-// The GPU workload: the CPU path here (a device, where there is one, in
+// The GPU workloads (serving, pipeline): the CPU path here (a device, where there is one, in
 // scripts/gpu-check); every answer checked bit for bit in each mode.
-TEST_F(BenchTool, ServingMeasuresEveryModeAndItsAnswersAreChecked) {
+TEST_F(BenchTool, GpuWorkloadsMeasureEveryModeAndAreChecked) {
   ToolRun r = Bench({"--workload", "serving", "--modes", "none,lineage-stash", "--workers", "3", "--seconds", "1",
                      "--request-rate", "200", "--backend", "cpu", "--json"});
   ASSERT_EQ(r.code, 0) << r.output;
@@ -141,6 +141,14 @@ TEST_F(BenchTool, ServingMeasuresEveryModeAndItsAnswersAreChecked) {
   for (const char* mode : {"none", "lineage-stash"}) ExpectStableKeys(j, mode, r.output);
   EXPECT_GT(j["results"]["lineage-stash"].value("piggyback_entries_per_msg", 0.0), 0.0);
   EXPECT_EQ(Bench({"--workload", "serving", "--backend", "tpu"}).code, 2);
+
+  r = Bench({"--workload", "pipeline", "--modes", "none,lineage-stash", "--workers", "2", "--seconds", "1",
+             "--minibatch-rate", "20", "--backend", "cpu", "--json"});
+  ASSERT_EQ(r.code, 0) << r.output;
+  const nlohmann::json p = Json(r);
+  ASSERT_TRUE(p.is_object()) << r.output;
+  EXPECT_EQ(p.value("workload", ""), "pipeline");
+  for (const char* mode : {"none", "lineage-stash"}) ExpectStableKeys(p, mode, r.output);
 }
 
 TEST_F(BenchTool, BadInputIsAClearError) {
