@@ -17,6 +17,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <numeric>
 #include <sstream>
@@ -184,23 +185,32 @@ void PrintRow(const std::string& mode, const nlohmann::json& m) {
 }
 
 // ------------------------------------------------------------------ ring
-nlohmann::json Ring(const BenchOptions& o) {
+// Runs `workload` with `app_settings` once per mode, without faults; each
+// mode's latencies summarized, their CDFs written. `what` names a run.
+nlohmann::json EveryMode(const BenchOptions& o, const std::string& workload, const nlohmann::json& app_settings,
+                         const std::function<std::string(const std::string& mode)>& what) {
   nlohmann::json results = nlohmann::json::object();
   std::map<std::string, std::vector<double>> cdf;
   for (const auto& mode : o.modes) {
-    RunOptions r = BaseRun(o, "ring");
+    RunOptions r = BaseRun(o, workload);
     ApplyMode(mode, o, &r);
-    r.app_settings = RingSettings(o).dump();
+    r.app_settings = app_settings.dump();
     r.faults.clear();
-    JobReport rep = Run(r, fmt::format("ring, {}: {} workers, {} s, {}, f={}, store +{} ms", mode, o.workers, o.seconds,
-                                       o.nondet ? "nondeterministic" : "deterministic", o.f == 0 ? "all" : std::to_string(o.f),
-                                       o.store_delay_ms));
-    nlohmann::json m = Summarize(rep, &cdf[mode]);  // throughput: hops per second
+    nlohmann::json m = Summarize(Run(r, what(mode)), &cdf[mode]);
     PrintRow(mode, m);
     results[mode] = m;
   }
   WriteCdf(o, cdf);
   return results;
+}
+
+// Throughput: hops per second.
+nlohmann::json Ring(const BenchOptions& o) {
+  return EveryMode(o, "ring", RingSettings(o), [&](const std::string& mode) {
+    return fmt::format("ring, {}: {} workers, {} s, {}, f={}, store +{} ms", mode, o.workers, o.seconds,
+                       o.nondet ? "nondeterministic" : "deterministic", o.f == 0 ? "all" : std::to_string(o.f),
+                       o.store_delay_ms);
+  });
 }
 
 // ------------------------------------------------------------- wordcount
@@ -700,29 +710,15 @@ std::string MachineDescription() {
 // other workers are clients; latency runs from a client's Submit of a
 // request to its taking the answer, batching window included.
 nlohmann::json Serving(const BenchOptions& o) {
-  nlohmann::json results = nlohmann::json::object();
-  std::map<std::string, std::vector<double>> cdf;
   const std::uint64_t requests = static_cast<std::uint64_t>(std::max(8.0, o.seconds * o.request_rate));
   // A client runs one task per interval, sending a request or taking an
   // answer: two tasks per request.
   const double interval_ms = 1000 / (2 * o.request_rate);
-  for (const auto& mode : o.modes) {
-    RunOptions r = BaseRun(o, "serving");
-    ApplyMode(mode, o, &r);
-    r.app_settings = nlohmann::json{{"requests", requests},
-                                    {"request_interval_ms", interval_ms},
-                                    {"backend", o.backend}}
-                         .dump();
-    r.faults.clear();
-    JobReport rep = Run(r, fmt::format("serving, {}: 1 server + {} clients, {:.0f} requests/s each, {} requests each, "
-                                       "backend {}",
-                                       mode, o.workers - 1, o.request_rate, requests, o.backend));
-    nlohmann::json m = Summarize(rep, &cdf[mode]);  // throughput: answers per second
-    PrintRow(mode, m);
-    results[mode] = m;
-  }
-  WriteCdf(o, cdf);
-  return results;
+  const nlohmann::json settings{{"requests", requests}, {"request_interval_ms", interval_ms}, {"backend", o.backend}};
+  return EveryMode(o, "serving", settings, [&](const std::string& mode) {
+    return fmt::format("serving, {}: 1 server + {} clients, {:.0f} requests/s each, {} requests each, backend {}", mode,
+                       o.workers - 1, o.request_rate, requests, o.backend);
+  });
 }
 
 // -------------------------------------------------------------- pipeline
@@ -730,22 +726,11 @@ nlohmann::json Serving(const BenchOptions& o) {
 // latency is a minibatch's round trip at stage 0, from its forward pass
 // leaving to its gradient coming back, so throughput is minibatches/s.
 nlohmann::json Pipeline(const BenchOptions& o) {
-  nlohmann::json results = nlohmann::json::object();
-  std::map<std::string, std::vector<double>> cdf;
   const std::uint64_t minibatches = static_cast<std::uint64_t>(std::max(16.0, o.seconds * o.minibatch_rate));
-  for (const auto& mode : o.modes) {
-    RunOptions r = BaseRun(o, "pipeline");
-    ApplyMode(mode, o, &r);
-    r.app_settings = nlohmann::json{{"minibatches", minibatches}, {"task_interval_ms", 0}, {"backend", o.backend}}.dump();
-    r.faults.clear();
-    JobReport rep = Run(r, fmt::format("pipeline, {}: {} stages, {} minibatches, backend {}", mode, o.workers,
-                                       minibatches, o.backend));
-    nlohmann::json m = Summarize(rep, &cdf[mode]);
-    PrintRow(mode, m);
-    results[mode] = m;
-  }
-  WriteCdf(o, cdf);
-  return results;
+  const nlohmann::json settings{{"minibatches", minibatches}, {"task_interval_ms", 0}, {"backend", o.backend}};
+  return EveryMode(o, "pipeline", settings, [&](const std::string& mode) {
+    return fmt::format("pipeline, {}: {} stages, {} minibatches, backend {}", mode, o.workers, minibatches, o.backend);
+  });
 }
 
 nlohmann::json RunBenchmark(const BenchOptions& o) {

@@ -103,11 +103,8 @@ class AllreduceApp final : public App {
   bool Finished() const override { return finished_; }
   std::int64_t MinTaskIntervalNanos() const override { return p_.task_interval_nanos; }
   void TakeStats(nlohmann::json* stats) override {
-    nlohmann::json lat = nlohmann::json::array();
-    for (const auto& [entered, nanos, round] : samples_) lat.push_back({entered, nanos, round});
-    (*stats)["latency"] = std::move(lat);
+    latency_.TakeInto(stats);  // per live round
     (*stats)["rounds"] = digests_.size();
-    samples_.clear();
   }
 
   std::string Snapshot() const override {
@@ -224,10 +221,7 @@ class AllreduceApp final : public App {
     ++step_;
     if (step_ < 2 * (n - 1)) return SendChunk(w, step_, k);  // pass it on (the last scatter step starts the gather)
     // The round is done: every chunk holds the sum.
-    if (live && entered_ >= 0) {
-      const std::int64_t nanos = MonoNow() - entered_;
-      samples_.push_back({WallNow() - nanos, nanos, round_});
-    }
+    if (live && entered_ >= 0) latency_.EndNow(entered_, round_);
     digests_.push_back(Digest(acc_));
     if (stop_seen_) {
       finished_ = true;
@@ -254,11 +248,7 @@ class AllreduceApp final : public App {
   // Measurements, not state: when this worker entered the round (monotonic;
   // -1 if it did so in replay), and the rounds timed since TakeStats.
   std::int64_t entered_ = -1;
-  struct Sample {
-    std::int64_t entered_wall, nanos;
-    std::uint64_t round;
-  };
-  std::vector<Sample> samples_;
+  LatencySamples latency_;
 };
 
 }  // namespace

@@ -57,6 +57,33 @@ class App {
 inline std::int64_t MonoNow() { return SystemClock()->MonotonicNanos(); }
 inline std::int64_t WallNow() { return SystemClock()->WallNanos(); }
 
+// Latencies an app measures, reported through TakeStats as "latency": one
+// [start wall nanos, latency nanos, progress] triple per sample, the form
+// the launcher reads.
+class LatencySamples {
+ public:
+  // A measurement that started at `start` (MonoNow()) ends now; `progress`
+  // says how far the job was (a hop, a round, a request).
+  void EndNow(std::int64_t start, std::uint64_t progress) {
+    const std::int64_t latency = MonoNow() - start;
+    samples_.push_back({WallNow() - latency, latency, progress});
+  }
+  // Moves the samples so far into (*stats)["latency"].
+  void TakeInto(nlohmann::json* stats) {
+    nlohmann::json latency = nlohmann::json::array();
+    for (const auto& [start_wall, nanos, progress] : samples_) latency.push_back({start_wall, nanos, progress});
+    samples_.clear();
+    (*stats)["latency"] = std::move(latency);
+  }
+
+ private:
+  struct Sample {
+    std::int64_t start_wall, latency;
+    std::uint64_t progress;
+  };
+  std::vector<Sample> samples_;
+};
+
 struct AppContext {
   WorkerId self = 0;
   std::uint32_t workers = 0;

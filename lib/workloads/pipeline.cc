@@ -273,8 +273,7 @@ class PipelineApp final : public App {
       }
       LSTASH_RETURN_IF_ERROR(stage_->Deliver(pass, minibatch, std::string(r.rest())));
       if (auto sent = forward_at_.find(minibatch); pass == kBackward && sent != forward_at_.end()) {
-        const std::int64_t latency = MonoNow() - sent->second;
-        samples_.push_back({WallNow() - latency, latency, minibatch});
+        latency_.EndNow(sent->second, minibatch);
         forward_at_.erase(sent);
       }
     }
@@ -297,14 +296,8 @@ class PipelineApp final : public App {
   }
 
   bool Finished() const override { return stage_->done(); }
-  // Stage 0's round trips: [forward sent wall nanos, nanos until its
-  // gradient came back, minibatch] per minibatch. Measurement only.
-  void TakeStats(nlohmann::json* stats) override {
-    nlohmann::json latency = nlohmann::json::array();
-    for (const auto& [sent, nanos, minibatch] : samples_) latency.push_back({sent, nanos, minibatch});
-    samples_.clear();
-    (*stats)["latency"] = std::move(latency);
-  }
+  // Stage 0's round trips, forward out to gradient back, by minibatch.
+  void TakeStats(nlohmann::json* stats) override { latency_.TakeInto(stats); }
   std::int64_t MinTaskIntervalNanos() const override { return p_.task_interval_nanos; }
 
   std::string Snapshot() const override {
@@ -333,12 +326,8 @@ class PipelineApp final : public App {
   const WorkerId self_;
   std::unique_ptr<gpu::Context> context_;
   std::unique_ptr<Stage> stage_;
-  std::map<std::uint64_t, std::int64_t> forward_at_;  // minibatch -> when stage 0 sent it
-  struct Sample {
-    std::int64_t sent_wall, latency;
-    std::uint64_t minibatch;
-  };
-  std::vector<Sample> samples_;
+  std::map<std::uint64_t, std::int64_t> forward_at_;  // minibatch -> when stage 0 sent it (measurement only)
+  LatencySamples latency_;
 };
 
 }  // namespace

@@ -62,10 +62,7 @@ class RingApp final : public App {
         t.payload.size() != p_.payload_bytes || t.sender != Left()) {
       return Corruption("ring: unexpected task " + ToString(t.id));
     }
-    if (!t.replayed) {
-      const std::int64_t latency = MonoNow() - static_cast<std::int64_t>(sent);
-      samples_.push_back({WallNow() - latency, latency, hop});
-    }
+    if (!t.replayed) latency_.EndNow(static_cast<std::int64_t>(sent), hop);
     if (kind == kStop) {
       stopped_ = true;
       return Right() == 0 ? Status::OK() : Send(w, kStop, 0, 0);
@@ -131,12 +128,8 @@ class RingApp final : public App {
   bool Finished() const override { return stopped_; }
 
   void TakeStats(nlohmann::json* stats) override {
-    // [send wall nanos, hop latency nanos, the hop's number] per live hop.
-    nlohmann::json lat = nlohmann::json::array();
-    for (const auto& [sent, latency, hop] : samples_) lat.push_back({sent, latency, hop});
-    (*stats)["latency"] = std::move(lat);
+    latency_.TakeInto(stats);  // per live hop, by the hop's number
     (*stats)["hops"] = hops_;
-    samples_.clear();
   }
 
   struct Run {
@@ -178,11 +171,7 @@ class RingApp final : public App {
   bool expired_ = false, stopped_ = false;
   std::vector<Run> runs_;
   std::vector<std::uint64_t> stop_hop_;  // worker 0: the hop each token stopped at
-  struct Sample {
-    std::int64_t sent, latency;
-    std::uint64_t hop;
-  };
-  std::vector<Sample> samples_;
+  LatencySamples latency_;
 };
 
 }  // namespace

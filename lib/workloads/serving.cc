@@ -292,8 +292,7 @@ class ClientApp final : public App {
     // A second answer is kept aside for the checker to report.
     if (!answers_.emplace(seq, a).second) extra_answers_.push_back(seq);
     if (auto sent = sent_at_.find(seq); sent != sent_at_.end()) {
-      const std::int64_t latency = MonoNow() - sent->second;
-      samples_.push_back({WallNow() - latency, latency, seq});
+      latency_.EndNow(sent->second, seq);
       sent_at_.erase(sent);
     }
     return Status::OK();
@@ -303,11 +302,7 @@ class ClientApp final : public App {
   std::int64_t MinTaskIntervalNanos() const override { return p_.request_interval_nanos; }
   void TakeStats(nlohmann::json* stats) override {
     (*stats)["answered"] = answers_.size();
-    // [send wall nanos, request-to-answer latency nanos, request seq] per answer.
-    nlohmann::json latency = nlohmann::json::array();
-    for (const auto& [sent, nanos, seq] : samples_) latency.push_back({sent, nanos, seq});
-    samples_.clear();
-    (*stats)["latency"] = std::move(latency);
+    latency_.TakeInto(stats);  // request to answer, by request seq
   }
 
   std::string Snapshot() const override {
@@ -374,11 +369,7 @@ class ClientApp final : public App {
   std::vector<std::uint64_t> extra_answers_;  // seqs answered again
   // Measurement only (never in state or output): when each request went out.
   std::map<std::uint64_t, std::int64_t> sent_at_;
-  struct Sample {
-    std::int64_t sent_wall, latency;
-    std::uint64_t seq;
-  };
-  std::vector<Sample> samples_;
+  LatencySamples latency_;
 };
 
 }  // namespace
