@@ -10,7 +10,9 @@
 //     older incarnations: their Append/PutCheckpoint fail with
 //     kFailedPrecondition from then on (a paused "zombie" cannot write).
 //   - its latest checkpoint: an opaque record taken at a log index. Storing a
-//     checkpoint deletes the log up to that index (it is garbage).
+//     checkpoint deletes the log up to that index (it is garbage). It can be
+//     read in parts, so a record of GiBs (device state) streams back into
+//     place without a host copy of the whole.
 //   - lineage copies: entries of its log that other workers stored alongside
 //     their own entries that depend on them, before the owner committed
 //     them. A copy is garbage once its owner's committed index passes it;
@@ -33,6 +35,7 @@
 #include <lstash/status.h>
 #include <lstash/types.h>
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <span>
@@ -69,6 +72,15 @@ struct StoredCheckpoint {
   Epoch epoch = 0;     // incarnation that took it
   LogIndex at = 0;     // log entries 1..at are folded into it
   std::string bytes;   // encoded checkpoint record
+};
+
+// Bytes [offset, offset + bytes.size()) of a checkpoint record of
+// `total_bytes`.
+struct CheckpointPart {
+  Epoch epoch = 0;
+  LogIndex at = 0;
+  std::uint64_t total_bytes = 0;
+  std::string bytes;
 };
 
 class LSTASH_EXPORT Store {
@@ -111,8 +123,16 @@ class LSTASH_EXPORT Store {
   // (REQUIRES at <= committed index), and deletes log entries 1..at.
   virtual Status PutCheckpoint(WorkerId worker, Epoch epoch, LogIndex at, std::string_view record) = 0;
 
-  // The latest checkpoint of `worker`, or nullopt if none.
-  virtual Result<std::optional<StoredCheckpoint>> LatestCheckpoint(WorkerId worker) = 0;
+  // Up to `max_bytes` of `worker`'s latest checkpoint record, from byte
+  // `offset` on (fewer only at the record's end; none from its end), or
+  // nullopt if it has no checkpoint. kInvalidArgument for an offset past the
+  // end. A reader of several parts checks that epoch and at stay the same:
+  // a newer checkpoint may have replaced the one it began on.
+  virtual Result<std::optional<CheckpointPart>> ReadCheckpointPart(WorkerId worker, std::uint64_t offset,
+                                                                   std::uint64_t max_bytes) = 0;
+
+  // The latest checkpoint of `worker`, whole, or nullopt if none.
+  Result<std::optional<StoredCheckpoint>> LatestCheckpoint(WorkerId worker);
 
   // Renews the lease of incarnation `epoch` of `worker` for `duration_nanos`
   // from now (the store's clock); kFailedPrecondition if `epoch` is fenced.
@@ -149,8 +169,9 @@ class LSTASH_EXPORT StoreWrapper : public Store {
   Status PutCheckpoint(WorkerId w, Epoch e, LogIndex at, std::string_view r) override {
     return target_->PutCheckpoint(w, e, at, r);
   }
-  Result<std::optional<StoredCheckpoint>> LatestCheckpoint(WorkerId w) override {
-    return target_->LatestCheckpoint(w);
+  Result<std::optional<CheckpointPart>> ReadCheckpointPart(WorkerId w, std::uint64_t offset,
+                                                           std::uint64_t max_bytes) override {
+    return target_->ReadCheckpointPart(w, offset, max_bytes);
   }
   Status RenewLease(WorkerId w, Epoch e, std::int64_t duration_nanos) override {
     return target_->RenewLease(w, e, duration_nanos);

@@ -6,6 +6,7 @@
 #include <lstash/store.h>
 #include <lstash/types.h>
 
+#include <cstdint>
 #include <span>
 #include <string>
 
@@ -62,6 +63,13 @@ inline Status CheckCheckpointAt(WorkerId worker, LogIndex at, LogIndex committed
                               std::to_string(previous_at));
   }
   return Status::OK();
+}
+
+// A checkpoint part may start anywhere up to the record's end.
+inline Status CheckCheckpointOffset(WorkerId worker, std::uint64_t offset, std::uint64_t total) {
+  if (offset <= total) return Status::OK();
+  return InvalidArgument("checkpoint of worker " + std::to_string(worker) + " is " + std::to_string(total) +
+                         " bytes; no part starts at " + std::to_string(offset));
 }
 
 }  // namespace lstash::store_internal

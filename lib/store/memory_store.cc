@@ -4,7 +4,9 @@
 
 #include <lstash/store.h>
 
+#include <algorithm>
 #include <deque>
+#include <limits>
 #include <map>
 #include <tuple>
 #include <mutex>
@@ -18,10 +20,19 @@ Store::~Store() = default;
 
 Status Store::RenewLease(WorkerId, Epoch, std::int64_t) { return Status::OK(); }
 
+Result<std::optional<StoredCheckpoint>> Store::LatestCheckpoint(WorkerId worker) {
+  auto whole = ReadCheckpointPart(worker, 0, std::numeric_limits<std::uint64_t>::max());
+  if (!whole.ok()) return whole.status();
+  if (!whole->has_value()) return std::optional<StoredCheckpoint>();
+  CheckpointPart& c = **whole;
+  return std::optional<StoredCheckpoint>(StoredCheckpoint{c.epoch, c.at, std::move(c.bytes)});
+}
+
 namespace {
 
 using store_internal::CheckAppendShape;
 using store_internal::CheckCheckpointAt;
+using store_internal::CheckCheckpointOffset;
 using store_internal::CheckContiguous;
 using store_internal::CheckFence;
 
@@ -122,11 +133,15 @@ class MemoryStore final : public Store {
     return Status::OK();
   }
 
-  Result<std::optional<StoredCheckpoint>> LatestCheckpoint(WorkerId worker) override {
+  Result<std::optional<CheckpointPart>> ReadCheckpointPart(WorkerId worker, std::uint64_t offset,
+                                                           std::uint64_t max_bytes) override {
     std::lock_guard<std::mutex> lock(mu_);
     WorkerData* w = Find(worker);
-    if (w == nullptr) return std::optional<StoredCheckpoint>();
-    return w->checkpoint;
+    if (w == nullptr || !w->checkpoint) return std::optional<CheckpointPart>();
+    const StoredCheckpoint& c = *w->checkpoint;
+    LSTASH_RETURN_IF_ERROR(CheckCheckpointOffset(worker, offset, c.bytes.size()));
+    return std::optional<CheckpointPart>(CheckpointPart{c.epoch, c.at, c.bytes.size(),
+                                                        c.bytes.substr(offset, std::min<std::uint64_t>(max_bytes, c.bytes.size()))});
   }
 
  private:
