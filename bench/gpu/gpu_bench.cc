@@ -287,11 +287,8 @@ nlohmann::json Recovery(const Settings& s, const std::string& store_kind) {
   const double context_ms = MsSince(t0);
   Job job{Must(Worker::Open(OneWorker(Mode::kLineageStash), store.get()), "reopen the worker")};
   const double worker_open_ms = MsSince(t0);
-  auto snapshot = job.worker->TakeRestoredSnapshot();
-  if (!snapshot) Fail(Status(Code::kDataLoss, "no checkpoint"), "recovery");
-  Must(context->Restore(*snapshot), "restore the device state");
-  Must(context->Synchronize(), "synchronize");
-  snapshot.reset();
+  if (!job.worker->restored_snapshot_bytes()) Fail(Status(Code::kDataLoss, "no checkpoint"), "recovery");
+  Must(context->RestoreFrom(*job.worker), "restore the device state");
   const double restored_ms = MsSince(t0);
   const int replayed = job.Run(s.replay_tasks + 1, true, [&](const Task& task) { app.Step(*job.worker, task); });
   Must(context->Synchronize(), "synchronize");

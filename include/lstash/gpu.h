@@ -3,8 +3,8 @@
 // When a worker that drives a GPU dies, its CUDA context and every byte of
 // device memory die with it. A gpu::Context holds that state as named device
 // buffers, registered as worker state: Snapshot() copies them out for a
-// checkpoint (asynchronously, into pinned host memory) and Restore() puts them
-// back on recovery. A gpu::TaskScope wraps one task's GPU work and logs, through
+// checkpoint (asynchronously, into pinned host memory) and RestoreFrom() puts
+// them back on recovery, streamed from the store. A gpu::TaskScope wraps one task's GPU work and logs, through
 // the task's Worker, every nondeterministic thing the GPU does, so replay
 // regenerates the same device state:
 //
@@ -104,7 +104,7 @@ struct Stats {
   std::uint64_t snapshots = 0;
   std::uint64_t snapshot_bytes = 0;
   std::uint64_t restores = 0;
-  std::uint64_t corrupt_snapshots = 0;  // refused by Restore
+  std::uint64_t corrupt_snapshots = 0;  // refused by Restore or RestoreFrom
 };
 
 class LSTASH_EXPORT Context {
@@ -153,10 +153,17 @@ class LSTASH_EXPORT Context {
   virtual Status BeginSnapshot() = 0;
   virtual Result<std::string> FinishSnapshot() = 0;
   Result<std::string> Snapshot();
-  // Replaces every registered buffer's contents; buffers named in the
-  // snapshot must be registered with the same size. A bad record is refused
-  // (kCorruption, counted) and nothing changes.
+  // Replaces the contents of the buffers named in the snapshot, which must
+  // be registered with the same sizes. A bad record is refused (kCorruption,
+  // or kFailedPrecondition for a version or buffers that do not fit; counted
+  // in Stats::corrupt_snapshots) and nothing changes.
   virtual Status Restore(std::string_view snapshot) = 0;
+  // The same for the snapshot a recovering worker holds, streamed from the
+  // store to the device in parts (Worker::ReadRestoredSnapshot): no host
+  // copy of GiBs of state. The record's table is checked against the
+  // buffers and its size before any buffer changes; a digest mismatch shows
+  // only at the end, after the buffers were written (the recovery fails).
+  virtual Status RestoreFrom(Worker& worker) = 0;
 
   virtual Status Synchronize() = 0;
   virtual Stats GetStats() const = 0;

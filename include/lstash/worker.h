@@ -28,7 +28,8 @@
 // A minimal engine loop (examples/quickstart.cc is a complete program):
 //
 //   auto worker = lstash::Worker::Open(options, store).value();  // check ok() first
-//   if (auto snapshot = worker->TakeRestoredSnapshot()) app.Restore(*snapshot);
+//   if (auto snapshot = worker->TakeRestoredSnapshot().value()) app.Restore(*snapshot);
+//   // (GiBs of state: ReadRestoredSnapshot streams it in parts instead)
 //   for (;;) {
 //     for (auto& bytes : network.Poll()) (void)worker->Receive(bytes);
 //     while (auto task = worker->NextTask().value()) app.Run(*worker, *task);
@@ -249,6 +250,7 @@ struct Metrics {
   std::uint64_t frames_deferred = 0;
   std::uint64_t frames_stale = 0;
   std::uint64_t frames_corrupt = 0;
+  std::uint64_t corrupt_records = 0;  // read from the store and refused
   std::uint64_t flush_batches = 0;
   std::uint64_t flushed_entries = 0;
   std::uint64_t flush_nanos_total = 0;
@@ -323,9 +325,24 @@ class LSTASH_EXPORT Worker {
   // the log before it is deleted. Asynchronous unless mode is kWriteFirst.
   virtual Status Checkpoint(std::string snapshot) = 0;
 
-  // The engine snapshot a recovering worker must restore before running
-  // tasks, or nullopt if recovery starts from the beginning. Returns it once.
-  virtual std::optional<std::string> TakeRestoredSnapshot() = 0;
+  // The size of the engine snapshot a recovering worker must restore before
+  // running tasks, or nullopt if recovery starts from the beginning (or the
+  // snapshot was read). Open() reads only the checkpoint's own fields; the
+  // snapshot stays in the store until it is read.
+  virtual std::optional<std::uint64_t> restored_snapshot_bytes() const = 0;
+
+  // Streams that snapshot into `sink`, in order, in parts of a few MiB read
+  // from the store while `sink` handles the part before, so GiBs of (device)
+  // state come back without a host copy of the whole. Once it returns OK the
+  // snapshot has been read. kFailedPrecondition if there is none; kAborted if
+  // a newer checkpoint replaced it; kCorruption if the store returns a part
+  // that does not fit (counted in Metrics::corrupt_records); `sink`'s own
+  // error as is. After an error it may be read again from its start.
+  virtual Status ReadRestoredSnapshot(const std::function<Status(std::string_view part)>& sink) = 0;
+
+  // The snapshot whole (read as ReadRestoredSnapshot does), or nullopt if
+  // there is none.
+  Result<std::optional<std::string>> TakeRestoredSnapshot();
 
   // Tells a recovering worker that `peer`'s incarnation is dead (or fenced),
   // so it does not wait for its reply.

@@ -4,12 +4,25 @@
 
 #include <algorithm>
 #include <cstring>
+#include <future>
 #include <random>
 
 namespace lstash {
 
 Listener::~Listener() = default;
 Worker::~Worker() = default;
+
+Result<std::optional<std::string>> Worker::TakeRestoredSnapshot() {
+  const std::optional<std::uint64_t> size = restored_snapshot_bytes();
+  if (!size) return std::optional<std::string>();
+  std::string whole;
+  whole.reserve(*size);
+  LSTASH_RETURN_IF_ERROR(ReadRestoredSnapshot([&](std::string_view part) {
+    whole.append(part);
+    return Status::OK();
+  }));
+  return std::optional<std::string>(std::move(whole));
+}
 
 std::string_view ModeName(Mode mode) {
   switch (mode) {
@@ -90,6 +103,10 @@ constexpr std::size_t kMaxResendsPerTick = 1024;
 // (10: 100 MB/s), so a 25 MB chunk is not resent every backoff period
 // while its receiver is still busy with the last one.
 constexpr std::int64_t kResendNanosPerPayloadByte = 10;
+// Recovery reads a checkpoint's fields in one part of this (more only for a
+// long outbox), and a snapshot too large to come with them in parts of this.
+constexpr std::uint64_t kCheckpointHeadBytes = 1 << 20;
+constexpr std::uint64_t kSnapshotPartBytes = 8 << 20;
 
 std::uint64_t SplitMix(std::uint64_t& state) {
   std::uint64_t z = (state += 0x9e3779b97f4a7c15ull);
@@ -1136,9 +1153,7 @@ Status WorkerImpl::StartRecovery() {
     callbacks_.push_back([l, w, e] { l->OnRecoveryStart(w, e); });
   }
 
-  auto checkpoint = store_->LatestCheckpoint(options_.id);
-  if (!checkpoint.ok()) return checkpoint.status().WithContext("reading the latest checkpoint");
-  if (checkpoint->has_value()) LSTASH_RETURN_IF_ERROR(RestoreCheckpoint(std::move(**checkpoint)));
+  LSTASH_RETURN_IF_ERROR(LoadCheckpoint());
 
   std::vector<LogRecord> records;
   LSTASH_RETURN_IF_ERROR(store_->ReadLog(options_.id, position_ + 1, &records));
@@ -1167,15 +1182,36 @@ Status WorkerImpl::StartRecovery() {
   return Status::OK();
 }
 
-Status WorkerImpl::RestoreCheckpoint(StoredCheckpoint stored) {
+// Reads the latest checkpoint's fields: the first part of its record, and
+// more only if they do not fit. The snapshot, which may be GiBs of device
+// state, stays in the store for ReadRestoredSnapshot.
+Status WorkerImpl::LoadCheckpoint() {
+  auto first = store_->ReadCheckpointPart(options_.id, 0, kCheckpointHeadBytes);
+  if (!first.ok()) return first.status().WithContext("reading the latest checkpoint");
+  if (!first->has_value()) return Status::OK();
+  RestoredSnapshot r{(*first)->epoch, (*first)->at, (*first)->total_bytes, {}, std::nullopt};
+  std::string head = std::move((*first)->bytes);
   wire::CheckpointRecord c;
-  LSTASH_RETURN_IF_ERROR(wire::DecodeCheckpoint(std::move(stored.bytes), &c));
-  if (c.worker != options_.id || c.num_workers != n_ || c.at != stored.at ||
-      c.next_channel_seq.size() != n_ || c.executed_upto.size() != n_) {
-    return Corruption("checkpoint of worker " + std::to_string(c.worker) + " (" + std::to_string(c.num_workers) +
-                      " workers, at " + std::to_string(c.at) + ") does not fit worker " + std::to_string(options_.id) +
-                      " of a " + std::to_string(n_) + "-worker job");
+  Status decoded;
+  while (!(decoded = wire::DecodeCheckpointHead(head, r.record_bytes, &c, &r.extent)).ok() &&
+         head.size() < r.record_bytes) {
+    // Fields longer than the first part (a long outbox): twice as much.
+    auto more = ReadCheckpointBytes(r, head.size(), std::min<std::uint64_t>(head.size(), r.record_bytes - head.size()));
+    if (!more.ok()) return more.status().WithContext("reading the latest checkpoint");
+    head += *more;
   }
+  if (decoded.ok() && (c.worker != options_.id || c.num_workers != n_ || c.at != r.at ||
+                       c.next_channel_seq.size() != n_ || c.executed_upto.size() != n_)) {
+    decoded = Corruption("checkpoint of worker " + std::to_string(c.worker) + " (" + std::to_string(c.num_workers) +
+                         " workers, at " + std::to_string(c.at) + ") does not fit worker " + std::to_string(options_.id) +
+                         " of a " + std::to_string(n_) + "-worker job");
+  }
+  if (!decoded.ok()) {
+    ++metrics_.corrupt_records;
+    return decoded.WithContext("the latest checkpoint in the store");
+  }
+  if (r.extent.offset + r.extent.size <= head.size()) r.bytes = head.substr(r.extent.offset, r.extent.size);
+  restored_snapshot_ = std::move(r);
   position_ = log_end_ = c.at;
   position_epoch_ = c.epoch;
   checkpoint_durable_at_ = c.at;
@@ -1194,7 +1230,66 @@ Status WorkerImpl::RestoreCheckpoint(StoredCheckpoint stored) {
     om.msg = std::move(m);
     out_[om.msg.dest].outbox.push_back(std::move(om));
   }
-  restored_snapshot_ = std::move(c.snapshot);
+  return Status::OK();
+}
+
+Result<std::string> WorkerImpl::ReadCheckpointBytes(const RestoredSnapshot& r, std::uint64_t offset,
+                                                    std::uint64_t size) {
+  auto part = store_->ReadCheckpointPart(options_.id, offset, size);
+  if (!part.ok()) return part.status();
+  if (!part->has_value() || (*part)->epoch != r.epoch || (*part)->at != r.at) {
+    return Aborted("the checkpoint at " + std::to_string(r.at) + " was replaced while it was read");
+  }
+  if ((*part)->total_bytes != r.record_bytes || (*part)->bytes.size() != size) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++metrics_.corrupt_records;
+    }
+    return Corruption("the store returned " + std::to_string((*part)->bytes.size()) + " bytes at offset " +
+                      std::to_string(offset) + " of a " + std::to_string((*part)->total_bytes) +
+                      "-byte checkpoint record; " + std::to_string(size) + " bytes of a " +
+                      std::to_string(r.record_bytes) + "-byte one were asked for");
+  }
+  return std::move((*part)->bytes);
+}
+
+std::optional<std::uint64_t> WorkerImpl::restored_snapshot_bytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!restored_snapshot_) return std::nullopt;
+  return restored_snapshot_->extent.size;
+}
+
+Status WorkerImpl::ReadRestoredSnapshot(const std::function<Status(std::string_view part)>& sink) {
+  std::optional<RestoredSnapshot> r;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    r = restored_snapshot_;  // small: only a record read whole carries bytes
+  }
+  if (!r) return FailedPrecondition("worker " + std::to_string(options_.id) + " has no snapshot to restore");
+  Status s = !r->bytes ? StreamSnapshot(*r, sink) : r->bytes->empty() ? Status::OK() : sink(*r->bytes);
+  if (!s.ok()) return s;
+  std::lock_guard<std::mutex> lock(mu_);
+  restored_snapshot_.reset();
+  return Status::OK();
+}
+
+// Reads the next part while `sink` takes this one, so the store's reads
+// overlap the engine's copies (to a device).
+Status WorkerImpl::StreamSnapshot(const RestoredSnapshot& r, const std::function<Status(std::string_view)>& sink) {
+  const std::uint64_t end = r.extent.offset + r.extent.size;
+  const auto read = [this, &r, end](std::uint64_t offset) {
+    return ReadCheckpointBytes(r, offset, std::min(kSnapshotPartBytes, end - offset));
+  };
+  std::uint64_t offset = r.extent.offset;
+  std::future<Result<std::string>> next;
+  if (offset < end) next = std::async(std::launch::async, read, offset);
+  while (offset < end) {
+    Result<std::string> part = next.get();
+    if (!part.ok()) return part.status().WithContext("reading the snapshot to restore");
+    offset += part->size();
+    if (offset < end) next = std::async(std::launch::async, read, offset);
+    LSTASH_RETURN_IF_ERROR(sink(*part));  // a pending read finishes in next's destructor
+  }
   return Status::OK();
 }
 
@@ -1307,13 +1402,6 @@ void WorkerImpl::CompleteGather() {
     }
     (void)HandleTask(f);
   }
-}
-
-std::optional<std::string> WorkerImpl::TakeRestoredSnapshot() {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto s = std::move(restored_snapshot_);
-  restored_snapshot_.reset();
-  return s;
 }
 
 void WorkerImpl::PeerDown(WorkerId peer) {

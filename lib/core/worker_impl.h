@@ -54,7 +54,8 @@ class WorkerImpl final : public Worker {
   std::vector<Frame> TakeFrames() override;
   void Tick() override;
   Status Checkpoint(std::string snapshot) override;
-  std::optional<std::string> TakeRestoredSnapshot() override;
+  std::optional<std::uint64_t> restored_snapshot_bytes() const override;
+  Status ReadRestoredSnapshot(const std::function<Status(std::string_view part)>& sink) override;
   void PeerDown(WorkerId peer) override;
   Result<std::size_t> Flush() override;
   Status Sync(std::int64_t timeout_nanos) override;
@@ -179,7 +180,18 @@ class WorkerImpl final : public Worker {
   void HandleRecoveryReply(wire::DecodedFrame& f);
 
   Status StartRecovery();
-  Status RestoreCheckpoint(StoredCheckpoint stored);
+  Status LoadCheckpoint();
+  // The snapshot recovery restores, read from the store in parts.
+  struct RestoredSnapshot {
+    Epoch epoch = 0;  // of the checkpoint holding it, to notice a newer one
+    LogIndex at = 0;
+    std::uint64_t record_bytes = 0;
+    wire::SnapshotExtent extent;
+    std::optional<std::string> bytes;  // when Open read the record whole
+  };
+  // Bytes [offset, offset + size) of the checkpoint holding `r`, checked.
+  Result<std::string> ReadCheckpointBytes(const RestoredSnapshot& r, std::uint64_t offset, std::uint64_t size);
+  Status StreamSnapshot(const RestoredSnapshot& r, const std::function<Status(std::string_view)>& sink);
   void CompleteGather();
   void GatherStoredCopies();
 
@@ -258,7 +270,7 @@ class WorkerImpl final : public Worker {
   std::size_t replay_cursor_ = 0;
   std::map<std::pair<WorkerId, std::uint64_t>, std::string> replay_payloads_;  // large payloads by (sender, channel seq)
   std::vector<std::set<std::uint64_t>> payloads_needed_;  // per sender: channel seqs replay still lacks
-  std::optional<std::string> restored_snapshot_;
+  std::optional<RestoredSnapshot> restored_snapshot_;
   bool start_pending_ = false;
   RecoveryStats recovery_;
   std::int64_t recovery_began_ = 0;

@@ -1,15 +1,20 @@
 #include "gpu/context_impl.h"
 #include "wire/format.h"
 
+#include <xxhash.h>
+
+#include <algorithm>
 #include <cstring>
 #include <utility>
 
 namespace lstash::gpu {
 
-// Snapshot record: "LSGS", version, buffer count, then per buffer its name,
-// size and bytes; an XXH3 digest of all of it last.
+// Snapshot record: "LSGS", version, buffer count, then per buffer its name
+// and size (the table), then every buffer's bytes in table order, then an
+// XXH3 digest of all of it. Version 2 puts the table first, so a record
+// streamed in parts is checked before any buffer changes.
 constexpr std::uint32_t kSnapshotMagic = 0x4c534753;  // "LSGS"
-constexpr std::uint32_t kSnapshotVersion = 1;
+constexpr std::uint32_t kSnapshotVersion = 2;
 
 namespace {
 
@@ -183,10 +188,10 @@ Result<std::string> ContextImpl::FinishSnapshot() {
   if (!snapshot_pending_) return Status(Code::kFailedPrecondition, "gpu snapshot: BeginSnapshot was not called");
   snapshot_pending_ = false;
   if (Status s = device_->WaitCopies(); !s.ok()) return s;
-  std::size_t total = 16;
+  std::size_t total = 12 + 8;
   for (const Buffer& b : buffers_) total += 12 + b.name.size() + b.bytes;
   std::string out;
-  out.reserve(total + 8);
+  out.reserve(total);
   PutLe(out, kSnapshotMagic, 4);
   PutLe(out, kSnapshotVersion, 4);
   PutLe(out, buffers_.size(), 4);
@@ -194,8 +199,8 @@ Result<std::string> ContextImpl::FinishSnapshot() {
     PutLe(out, b.name.size(), 4);
     out.append(b.name);
     PutLe(out, b.bytes, 8);
-    out.append(static_cast<const char*>(b.staging), b.bytes);
   }
+  for (const Buffer& b : buffers_) out.append(static_cast<const char*>(b.staging), b.bytes);
   PutLe(out, wire::Digest(out), 8);
   UpdateStats([&](Stats& s) {
     ++s.snapshots;
@@ -204,46 +209,168 @@ Result<std::string> ContextImpl::FinishSnapshot() {
   return out;
 }
 
-Status ContextImpl::Restore(std::string_view snapshot) {
-  auto refuse = [&](Code code, std::string why) {
-    UpdateStats([](Stats& s) { ++s.corrupt_snapshots; });
-    return Status(code, "gpu snapshot refused: " + why);
-  };
-  if (snapshot.size() < 20) return refuse(Code::kCorruption, "truncated");
-  std::string_view body = snapshot.substr(0, snapshot.size() - 8), trailer = snapshot.substr(snapshot.size() - 8);
-  std::uint64_t magic = 0, version = 0, count = 0, digest = 0;
-  (void)GetLe(trailer, 8, &digest);
-  std::string_view in = body;
-  (void)GetLe(in, 4, &magic);
-  (void)GetLe(in, 4, &version);
-  if (magic != kSnapshotMagic) return refuse(Code::kCorruption, "not a gpu snapshot (bad magic)");
-  if (version != kSnapshotVersion)
-    return refuse(Code::kFailedPrecondition, "format version " + std::to_string(version) + ", this build reads " +
-                                                 std::to_string(kSnapshotVersion));
-  if (wire::Digest(body) != digest) return refuse(Code::kCorruption, "digest mismatch");
-  (void)GetLe(in, 4, &count);
-  // Validate everything before touching a buffer: a refused record changes nothing.
-  std::vector<std::pair<Buffer*, std::string_view>> plan;
-  for (std::uint64_t i = 0; i < count; ++i) {
-    std::uint64_t name_len = 0, bytes = 0;
-    if (!GetLe(in, 4, &name_len) || in.size() < name_len) return refuse(Code::kCorruption, "truncated buffer name");
-    const std::string_view name = in.substr(0, name_len);
-    in.remove_prefix(name_len);
-    if (!GetLe(in, 8, &bytes) || in.size() < bytes) return refuse(Code::kCorruption, "truncated buffer '" + std::string(name) + "'");
-    Buffer* target = nullptr;
-    for (Buffer& b : buffers_)
-      if (b.name == name) target = &b;
-    if (target == nullptr || target->bytes != bytes)
-      return refuse(Code::kFailedPrecondition, "buffer '" + std::string(name) + "' (" + std::to_string(bytes) +
-                                                   " bytes) is not registered with that size");
-    plan.emplace_back(target, in.substr(0, bytes));
-    in.remove_prefix(bytes);
+// Puts a snapshot record back as its bytes arrive, in parts of any size: the
+// table first, checked whole against the registered buffers and the
+// record's size before any buffer changes; then each buffer's bytes, copied
+// to the device as they come; the digest of all of it last.
+class ContextImpl::Restorer {
+ public:
+  // `whole`: the record, when the caller has all of it (then its digest is
+  // checked once the table is, before any buffer changes).
+  Restorer(ContextImpl& context, std::uint64_t record_bytes, std::string_view whole = {})
+      : context_(context), record_bytes_(record_bytes), whole_(whole), digest_(XXH3_createState(), &XXH3_freeState) {
+    if (digest_ != nullptr) XXH3_64bits_reset(digest_.get());
   }
-  if (!in.empty()) return refuse(Code::kCorruption, "trailing bytes");
-  for (auto& [buffer, bytes] : plan)
-    if (Status s = device_->CopyIn(buffer->data, bytes.data(), bytes.size()); !s.ok()) return s;
-  UpdateStats([](Stats& s) { ++s.restores; });
-  return Status::OK();
+
+  Status Feed(std::string_view part) {
+    if (digest_ == nullptr) return Status(Code::kResourceExhausted, "gpu restore: out of memory");
+    while (!part.empty()) {
+      if (Status s = FeedSome(part); !s.ok()) return Refuse(s);
+    }
+    return Status::OK();
+  }
+
+  Status Finish() {
+    if (stage_ != Stage::kDone) return Refuse(Status(Code::kCorruption, "truncated"));
+    if (Status s = context_.device_->Synchronize(); !s.ok()) return s;
+    context_.UpdateStats([](Stats& s) { ++s.restores; });
+    return Status::OK();
+  }
+
+ private:
+  enum class Stage { kTable, kData, kDigest, kDone };
+
+  Status Refuse(const Status& why) {
+    context_.UpdateStats([](Stats& s) { ++s.corrupt_snapshots; });
+    return Status(why.code(), "gpu snapshot refused: " + std::string(why.message()));
+  }
+
+  // Consumes a prefix of `part`.
+  Status FeedSome(std::string_view& part) {
+    switch (stage_) {
+      case Stage::kTable: {
+        const std::size_t before = pending_.size();
+        pending_.append(part.substr(0, kMaxTableBytes - std::min(before, kMaxTableBytes)));
+        std::size_t table_bytes = 0;
+        Status s = ParseTable(&table_bytes);
+        if (s.code() == Code::kNotFound) {  // the table goes on in the next part
+          if (pending_.size() >= kMaxTableBytes) return Status(Code::kCorruption, "a table of buffers too large");
+          part.remove_prefix(pending_.size() - before);
+          return Status::OK();
+        }
+        if (!s.ok()) return s;
+        if (!whole_.empty() && WholeDigest() != wire::Digest(whole_.substr(0, whole_.size() - 8)))
+          return Status(Code::kCorruption, "digest mismatch");
+        XXH3_64bits_update(digest_.get(), pending_.data(), table_bytes);
+        part.remove_prefix(table_bytes - before);
+        pending_.clear();
+        stage_ = plan_.empty() ? Stage::kDigest : Stage::kData;
+        return Status::OK();
+      }
+      case Stage::kData: {
+        auto& [buffer, written] = plan_[next_];
+        const std::size_t n = std::min<std::size_t>(part.size(), buffer->bytes - written);
+        if (whole_.empty()) XXH3_64bits_update(digest_.get(), part.data(), n);
+        if (Status s = context_.device_->CopyIn(static_cast<char*>(buffer->data) + written, part.data(), n); !s.ok())
+          return s;
+        written += n;
+        part.remove_prefix(n);
+        if (written == buffer->bytes && ++next_ == plan_.size()) stage_ = Stage::kDigest;
+        return Status::OK();
+      }
+      case Stage::kDigest: {
+        const std::size_t n = std::min<std::size_t>(part.size(), 8 - pending_.size());
+        pending_.append(part.substr(0, n));
+        part.remove_prefix(n);
+        if (pending_.size() < 8) return Status::OK();
+        std::string_view trailer = pending_;
+        std::uint64_t digest = 0;
+        (void)GetLe(trailer, 8, &digest);
+        if (whole_.empty() && digest != XXH3_64bits_digest(digest_.get()))
+          return Status(Code::kCorruption, "digest mismatch");
+        stage_ = Stage::kDone;
+        return Status::OK();
+      }
+      case Stage::kDone: return Status(Code::kCorruption, "trailing bytes");
+    }
+    return Status(Code::kInternal, "gpu snapshot: bad stage");
+  }
+
+  std::uint64_t WholeDigest() const {
+    std::string_view trailer = whole_.substr(whole_.size() - 8);
+    std::uint64_t digest = 0;
+    (void)GetLe(trailer, 8, &digest);
+    return digest;
+  }
+
+  // kNotFound while pending_ holds only part of the table.
+  Status ParseTable(std::size_t* table_bytes) {
+    const Status more(Code::kNotFound, "");
+    std::string_view in = pending_;
+    std::uint64_t magic = 0, version = 0, count = 0;
+    if (!GetLe(in, 4, &magic) || !GetLe(in, 4, &version)) return more;
+    if (magic != kSnapshotMagic) return Status(Code::kCorruption, "not a gpu snapshot (bad magic)");
+    if (version != kSnapshotVersion)
+      return Status(Code::kFailedPrecondition, "format version " + std::to_string(version) + ", this build reads " +
+                                                   std::to_string(kSnapshotVersion));
+    if (!GetLe(in, 4, &count)) return more;
+    if (count > context_.buffers_.size())
+      return Status(Code::kFailedPrecondition, std::to_string(count) + " buffers; " +
+                                                   std::to_string(context_.buffers_.size()) + " are registered");
+    std::uint64_t data_bytes = 0;
+    std::vector<std::pair<Buffer*, std::size_t>> plan;
+    for (std::uint64_t i = 0; i < count; ++i) {
+      std::uint64_t name_len = 0, bytes = 0;
+      if (!GetLe(in, 4, &name_len)) return more;
+      if (name_len > kMaxTableBytes) return Status(Code::kCorruption, "a buffer name too long");
+      if (in.size() < name_len) return more;
+      const std::string_view name = in.substr(0, name_len);
+      in.remove_prefix(name_len);
+      if (!GetLe(in, 8, &bytes)) return more;
+      Buffer* target = nullptr;
+      for (Buffer& b : context_.buffers_)
+        if (b.name == name) target = &b;
+      if (target == nullptr || target->bytes != bytes)
+        return Status(Code::kFailedPrecondition, "buffer '" + std::string(name) + "' (" + std::to_string(bytes) +
+                                                     " bytes) is not registered with that size");
+      for (const auto& [seen, unused] : plan)
+        if (seen == target) return Status(Code::kCorruption, "buffer '" + std::string(name) + "' twice");
+      plan.emplace_back(target, 0);
+      data_bytes += bytes;
+    }
+    *table_bytes = pending_.size() - in.size();
+    if (record_bytes_ != *table_bytes + data_bytes + 8)
+      return Status(Code::kCorruption, "a record of " + std::to_string(record_bytes_) + " bytes; its table says " +
+                                           std::to_string(*table_bytes + data_bytes + 8));
+    plan_ = std::move(plan);
+    return Status::OK();
+  }
+
+  static constexpr std::size_t kMaxTableBytes = 1 << 20;
+
+  ContextImpl& context_;
+  const std::uint64_t record_bytes_;
+  const std::string_view whole_;
+  Stage stage_ = Stage::kTable;
+  std::string pending_;  // the table, or the digest, while it comes in pieces
+  std::vector<std::pair<Buffer*, std::size_t>> plan_;  // buffer, bytes written
+  std::size_t next_ = 0;                               // plan_'s buffer being written
+  std::unique_ptr<XXH3_state_t, XXH_errorcode (*)(XXH3_state_t*)> digest_;
+};
+
+Status ContextImpl::Restore(std::string_view snapshot) {
+  Restorer restorer(*this, snapshot.size(), snapshot);
+  if (Status s = restorer.Feed(snapshot); !s.ok()) return s;
+  return restorer.Finish();
+}
+
+Status ContextImpl::RestoreFrom(Worker& worker) {
+  const std::optional<std::uint64_t> bytes = worker.restored_snapshot_bytes();
+  if (!bytes) return Status(Code::kFailedPrecondition, "gpu restore: the worker has no snapshot to restore");
+  Restorer restorer(*this, *bytes);
+  if (Status s = worker.ReadRestoredSnapshot([&](std::string_view part) { return restorer.Feed(part); }); !s.ok())
+    return s;
+  return restorer.Finish();
 }
 
 Stats ContextImpl::GetStats() const {

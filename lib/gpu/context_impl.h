@@ -40,6 +40,7 @@ class ContextImpl final : public Context {
   Status BeginSnapshot() override;
   Result<std::string> FinishSnapshot() override;
   Status Restore(std::string_view snapshot) override;
+  Status RestoreFrom(Worker& worker) override;
 
   Status Synchronize() override { return device_->Synchronize(); }
   Stats GetStats() const override;
@@ -59,6 +60,7 @@ class ContextImpl final : public Context {
   }
 
  private:
+  class Restorer;
   struct Buffer {
     std::string name;
     std::size_t bytes = 0;

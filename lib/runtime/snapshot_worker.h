@@ -50,7 +50,10 @@ class SnapshotWorker final : public Worker {
   std::vector<Frame> TakeFrames() override { return std::move(frames_); }
   void Tick() override {}
   Status Checkpoint(std::string) override { return Status::OK(); }  // global snapshots instead
-  std::optional<std::string> TakeRestoredSnapshot() override { return std::nullopt; }
+  std::optional<std::uint64_t> restored_snapshot_bytes() const override { return std::nullopt; }  // see RollBack
+  Status ReadRestoredSnapshot(const std::function<Status(std::string_view)>&) override {
+    return Status(Code::kFailedPrecondition, "checkpoint-mode workers roll back with RollBack");
+  }
   void PeerDown(WorkerId) override {}
   Result<std::size_t> Flush() override { return std::size_t{0}; }
   Status Sync(std::int64_t) override { return Status::OK(); }

@@ -189,7 +189,8 @@ class Host {
     LSTASH_ASSIGN_OR_RETURN(worker_, Worker::Open(wo, store_.get()));
 
     LSTASH_ASSIGN_OR_RETURN(app_, NewApp());
-    if (auto snapshot = worker_->TakeRestoredSnapshot()) LSTASH_RETURN_IF_ERROR(app_->Restore(*snapshot));
+    LSTASH_ASSIGN_OR_RETURN(auto snapshot, worker_->TakeRestoredSnapshot());
+    if (snapshot) LSTASH_RETURN_IF_ERROR(app_->Restore(*snapshot));
     return Connect();
   }
 

@@ -139,7 +139,10 @@ class CrashingWorker final : public Worker {
   std::vector<Frame> TakeFrames() override { return inner_->TakeFrames(); }
   void Tick() override { inner_->Tick(); }
   Status Checkpoint(std::string snapshot) override { return inner_->Checkpoint(std::move(snapshot)); }
-  std::optional<std::string> TakeRestoredSnapshot() override { return inner_->TakeRestoredSnapshot(); }
+  std::optional<std::uint64_t> restored_snapshot_bytes() const override { return inner_->restored_snapshot_bytes(); }
+  Status ReadRestoredSnapshot(const std::function<Status(std::string_view)>& sink) override {
+    return inner_->ReadRestoredSnapshot(sink);
+  }
   void PeerDown(WorkerId peer) override { inner_->PeerDown(peer); }
   Result<std::size_t> Flush() override { return inner_->Flush(); }
   Status Sync(std::int64_t timeout_nanos) override { return inner_->Sync(timeout_nanos); }
@@ -263,7 +266,8 @@ Status Simulation::Start(WorkerId w) {
   n.epoch = n.worker->epoch();
   n.hit = false;
   LSTASH_ASSIGN_OR_RETURN(n.app, workloads::MakeApp(c_.workload, {w, c_.workers, AppConfig(c_)}));
-  if (auto snapshot = n.worker->TakeRestoredSnapshot()) LSTASH_RETURN_IF_ERROR(n.app->Restore(*snapshot));
+  LSTASH_ASSIGN_OR_RETURN(auto snapshot, n.worker->TakeRestoredSnapshot());
+  if (snapshot) LSTASH_RETURN_IF_ERROR(n.app->Restore(*snapshot));
   spdlog::debug("sim: step {} start w{} epoch {}", result_.steps, w, n.worker->epoch());
   n.up = true;
   n.started_at = clock_.now;

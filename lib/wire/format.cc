@@ -841,51 +841,51 @@ void EncodeCheckpoint(const CheckpointRecord& record, std::string* out) {
 
 namespace {
 
-// Every field but the snapshot, which is left in `snapshot` as a view into
-// `bytes` (its last field), so a caller that owns the bytes can keep them.
-Status DecodeCheckpointFields(std::string_view bytes, CheckpointRecord* out, std::string_view* snapshot) {
-  return DecodeRecord(bytes, "checkpoint", [&](Reader& r) {
-    r.RecordHeader(kCheckpointMagic);
-    out->worker = r.U32();
-    out->epoch = r.U64();
-    out->at = r.U64();
-    out->num_workers = r.U32();
-    out->next_seq = r.U64();
-    r.U64Vector(&out->next_channel_seq, "next_channel_seq");
-    r.U64Vector(&out->executed_upto, "executed_upto");
-    r.Deps(&out->frontier, "frontier");
-    out->outbox.resize(r.Count(kMinOutboxMessageBytes, "outbox"));
-    for (OutboxMessage& m : out->outbox) {
-      m.dest = r.U32();
-      m.id.submitter = r.U32();
-      m.id.seq = r.U64();
-      m.channel_seq = r.U64();
-      r.Bytes(&m.payload, "outbox payload");
-      r.Deps(&m.deps, "outbox deps");
-    }
-    *snapshot = r.BytesView("snapshot");
-  });
+// Every field but the snapshot, which is last: its length, then its bytes.
+void ReadCheckpointFields(Reader& r, CheckpointRecord* out) {
+  r.RecordHeader(kCheckpointMagic);
+  out->worker = r.U32();
+  out->epoch = r.U64();
+  out->at = r.U64();
+  out->num_workers = r.U32();
+  out->next_seq = r.U64();
+  r.U64Vector(&out->next_channel_seq, "next_channel_seq");
+  r.U64Vector(&out->executed_upto, "executed_upto");
+  r.Deps(&out->frontier, "frontier");
+  out->outbox.resize(r.Count(kMinOutboxMessageBytes, "outbox"));
+  for (OutboxMessage& m : out->outbox) {
+    m.dest = r.U32();
+    m.id.submitter = r.U32();
+    m.id.seq = r.U64();
+    m.channel_seq = r.U64();
+    r.Bytes(&m.payload, "outbox payload");
+    r.Deps(&m.deps, "outbox deps");
+  }
 }
 
 }  // namespace
 
 Status DecodeCheckpoint(std::string_view bytes, CheckpointRecord* out) {
-  std::string_view snapshot;
-  LSTASH_RETURN_IF_ERROR(DecodeCheckpointFields(bytes, out, &snapshot));
-  out->snapshot.assign(snapshot);
-  return Status::OK();
+  return DecodeRecord(bytes, "checkpoint", [&](Reader& r) {
+    ReadCheckpointFields(r, out);
+    out->snapshot.assign(r.BytesView("snapshot"));
+  });
 }
 
-Status DecodeCheckpoint(std::string&& bytes, CheckpointRecord* out) {
-  std::string_view snapshot;
-  LSTASH_RETURN_IF_ERROR(DecodeCheckpointFields(bytes, out, &snapshot));
-  // The snapshot (up to GiBs of device state) keeps the record's buffer:
-  // moved down in place rather than copied into fresh memory.
-  const std::size_t offset = static_cast<std::size_t>(snapshot.data() - bytes.data()), size = snapshot.size();
-  out->snapshot = std::move(bytes);
-  out->snapshot.erase(0, offset);
-  out->snapshot.resize(size);
-  return Status::OK();
+Status DecodeCheckpointHead(std::string_view head, std::uint64_t total, CheckpointRecord* out,
+                            SnapshotExtent* snapshot) {
+  return DecodeRecord(head, "checkpoint", [&](Reader& r) {
+    ReadCheckpointFields(r, out);
+    out->snapshot.clear();
+    const std::uint64_t size = r.U64();
+    const auto offset = static_cast<std::uint64_t>(r.position() - head.data());
+    if (offset > total || size != total - offset) {
+      Corrupt("a snapshot of " + std::to_string(size) + " bytes at offset " + std::to_string(offset) +
+              " does not end a record of " + std::to_string(total) + " bytes");
+    }
+    *snapshot = SnapshotExtent{offset, size};
+    r.SetEnd(r.position());  // the snapshot's bytes, if head holds any, are the caller's
+  });
 }
 
 // ---------------------------------------------------------------------------

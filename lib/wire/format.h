@@ -175,8 +175,17 @@ struct CheckpointRecord {
 
 void EncodeCheckpoint(const CheckpointRecord& record, std::string* out);
 Status DecodeCheckpoint(std::string_view bytes, CheckpointRecord* out);
-// The same, taking the record's bytes over: the snapshot keeps their buffer.
-Status DecodeCheckpoint(std::string&& bytes, CheckpointRecord* out);
+// Where a checkpoint record's snapshot (its last field) lies in it.
+struct SnapshotExtent {
+  std::uint64_t offset = 0;
+  std::uint64_t size = 0;
+};
+// Every field but the snapshot (left empty) from `head`, the first bytes of
+// a record of `total` bytes, and where the snapshot lies; so GiBs of engine
+// state can be read later, in parts. kCorruption if `head` is too short to
+// hold the fields (when it is all of the record, the record is corrupt).
+Status DecodeCheckpointHead(std::string_view head, std::uint64_t total, CheckpointRecord* out,
+                            SnapshotExtent* snapshot);
 
 // Store metadata records (used by store implementations).
 void EncodeEpochs(std::span<const EpochRecord> epochs, std::string* out);

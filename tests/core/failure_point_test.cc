@@ -190,7 +190,7 @@ TEST_F(FailurePointOrderTest, EveryPointFiresInOrderOnTheCallingThreadOutsideThe
   ASSERT_NE(a, nullptr);
   a_ptr = a.get();
   ASSERT_TRUE(a->recovering());
-  EXPECT_EQ(a->TakeRestoredSnapshot(), std::optional<std::string>("snap@2"));
+  EXPECT_EQ(a->TakeRestoredSnapshot().value(), std::optional<std::string>("snap@2"));
   // Gathering: B answers A's request (and resends r1 to the new
   // incarnation, carrying its lineage: B's mid-forward, not checked here).
   for (auto& f : a->TakeFrames()) {
@@ -371,7 +371,7 @@ class FailurePointCrashTest : public FailurePointTest, public ::testing::WithPar
     }
     a_ = Open(o, a_store_.get());
     ASSERT_NE(a_, nullptr);
-    auto snapshot = a_->TakeRestoredSnapshot();
+    auto snapshot = a_->TakeRestoredSnapshot().value();
     a_round_ = snapshot ? std::stoi(*snapshot) : 0;
   }
 

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <random>
 #include <string>
 #include <thread>
 #include <utility>
@@ -198,7 +199,7 @@ TEST_F(WorkerOpenTest, AcceptsTheLargestJob) {
 TEST_F(WorkerTest, StartTaskComesFirstAndCallsNeedARunningTask) {
   auto w = Open(Options(1, 2));
   ASSERT_NE(w, nullptr);
-  EXPECT_FALSE(w->TakeRestoredSnapshot().has_value());
+  EXPECT_FALSE(w->restored_snapshot_bytes().has_value());
 
   auto submit = w->Submit(0, "x");
   ASSERT_FALSE(submit.ok());
@@ -1435,10 +1436,10 @@ TEST_F(WorkerCheckpointTest, CheckpointTruncatesTheLogAndRecoveryStartsFromIt) {
 
   w = Open(Options(0, 1));
   ASSERT_NE(w, nullptr);
-  auto snapshot = w->TakeRestoredSnapshot();
+  CORE_ASSERT_OK_AND_ASSIGN(auto snapshot, w->TakeRestoredSnapshot());
   ASSERT_TRUE(snapshot.has_value());
   EXPECT_EQ(*snapshot, "snap@4");
-  EXPECT_FALSE(w->TakeRestoredSnapshot().has_value()) << "handed out once";
+  EXPECT_FALSE(w->restored_snapshot_bytes().has_value()) << "handed out once";
   deliver_self();  // resent t1/t2 copies are recognised as duplicates
   auto rt2 = Next(*w);
   ASSERT_TRUE(rt2.has_value());
@@ -1468,6 +1469,109 @@ TEST_F(WorkerCheckpointTest, CheckpointWhileGatheringIsRefused) {
   ASSERT_TRUE(a->recovering());
   EXPECT_EQ(a->Checkpoint("s").code(), Code::kFailedPrecondition);
   CORE_EXPECT_OK(a->health());
+}
+
+// A snapshot too large to come with the checkpoint's fields stays in the
+// store at Open and streams back in parts: the engine sees every byte, in
+// order, in parts of a few MiB, once.
+TEST_F(WorkerCheckpointTest, ALargeSnapshotStreamsBackInPartsAndIsReadOnce) {
+  std::mt19937_64 rng(7);
+  std::string big(20 * 1024 * 1024 + 3, '\0');
+  for (char& c : big) c = static_cast<char>(rng());
+  auto w = Open(Options(0, 1));
+  ASSERT_NE(w, nullptr);
+  ASSERT_TRUE(Next(*w).has_value());
+  CORE_ASSERT_OK(w->Checkpoint(big));
+  FlushOk(*w);
+  w.reset();
+
+  w = Open(Options(0, 1));
+  ASSERT_NE(w, nullptr);
+  ASSERT_EQ(w->restored_snapshot_bytes(), std::optional<std::uint64_t>(big.size()));
+  std::string got;
+  std::vector<std::size_t> parts;
+  CORE_ASSERT_OK(w->ReadRestoredSnapshot([&](std::string_view part) {
+    parts.push_back(part.size());
+    got.append(part);
+    return Status::OK();
+  }));
+  EXPECT_TRUE(got == big) << "the snapshot came back changed (" << got.size() << " bytes)";
+  EXPECT_GE(parts.size(), 3u);
+  for (std::size_t n : parts) EXPECT_LE(n, 8u << 20);
+  EXPECT_FALSE(w->restored_snapshot_bytes().has_value());
+  EXPECT_EQ(w->ReadRestoredSnapshot([](std::string_view) { return Status::OK(); }).code(), Code::kFailedPrecondition);
+}
+
+// The store answers a part read wrongly: a short part is corruption
+// (counted), a part of another checkpoint means it was replaced; either way,
+// and after the engine's own error, the snapshot can be read again.
+TEST_F(WorkerCheckpointTest, ABadSnapshotPartIsRefusedAndTheSnapshotCanBeReadAgain) {
+  class TamperingStore final : public StoreWrapper {
+   public:
+    using StoreWrapper::StoreWrapper;
+    enum class Tamper { kNone, kShort, kReplaced } tamper = Tamper::kNone;
+    Result<std::optional<CheckpointPart>> ReadCheckpointPart(WorkerId w, std::uint64_t offset,
+                                                             std::uint64_t max_bytes) override {
+      auto part = StoreWrapper::ReadCheckpointPart(w, offset, max_bytes);
+      if (part.ok() && part->has_value() && offset > 0) {  // the head is read whole at Open
+        if (tamper == Tamper::kShort) (*part)->bytes.pop_back();
+        if (tamper == Tamper::kReplaced) ++(*part)->at;
+      }
+      return part;
+    }
+  } store(store_.get());
+  const std::string big(3 * 1024 * 1024, 's');
+  auto w = Open(Options(0, 1), &store);
+  ASSERT_NE(w, nullptr);
+  ASSERT_TRUE(Next(*w).has_value());
+  CORE_ASSERT_OK(w->Checkpoint(big));
+  FlushOk(*w);
+  w.reset();
+
+  w = Open(Options(0, 1), &store);
+  ASSERT_NE(w, nullptr);
+  std::string got;
+  const auto collect = [&](std::string_view part) {
+    got.append(part);
+    return Status::OK();
+  };
+  EXPECT_EQ(w->ReadRestoredSnapshot([](std::string_view) { return Status(Code::kIOError, "device lost"); }).code(),
+            Code::kIOError);
+  store.tamper = TamperingStore::Tamper::kShort;
+  Status s = w->ReadRestoredSnapshot(collect);
+  EXPECT_EQ(s.code(), Code::kCorruption) << s.ToString();
+  EXPECT_EQ(w->GetMetrics().corrupt_records, 1u);
+  store.tamper = TamperingStore::Tamper::kReplaced;
+  s = w->ReadRestoredSnapshot(collect);
+  EXPECT_EQ(s.code(), Code::kAborted) << s.ToString();
+  EXPECT_EQ(w->restored_snapshot_bytes(), std::optional<std::uint64_t>(big.size())) << "still there to read";
+
+  store.tamper = TamperingStore::Tamper::kNone;
+  got.clear();
+  CORE_ASSERT_OK(w->ReadRestoredSnapshot(collect));
+  EXPECT_TRUE(got == big);
+}
+
+// Fields longer than the first part read at Open (an outbox of large
+// unreleased messages) make it read on until they fit.
+TEST_F(WorkerCheckpointTest, ACheckpointWithALongOutboxLoads) {
+  auto w = Open(Options(0, 2));
+  ASSERT_NE(w, nullptr);
+  ASSERT_TRUE(Next(*w).has_value());
+  const std::string payload(700 * 1024, 'p');
+  for (int i = 0; i < 4; ++i) SubmitOk(*w, 1, payload);  // never acknowledged: they stay in the outbox
+  CORE_ASSERT_OK(w->Checkpoint("small"));
+  FlushOk(*w);
+  CORE_ASSERT_OK_AND_ASSIGN(auto cp, store_->LatestCheckpoint(0));
+  ASSERT_TRUE(cp.has_value());
+  ASSERT_GT(cp->bytes.size(), 2u << 20) << "the fields must not fit the first part";
+  w.reset();
+
+  w = Open(Options(0, 2));
+  ASSERT_NE(w, nullptr);
+  CORE_ASSERT_OK_AND_ASSIGN(auto snapshot, w->TakeRestoredSnapshot());
+  EXPECT_EQ(snapshot, std::optional<std::string>("small"));
+  EXPECT_EQ(w->GetMetrics().outbox_messages, 4u) << "the outbox came back with the checkpoint";
 }
 
 // ---------------------------------------------------------------------------

@@ -98,6 +98,19 @@ void FuzzOne(std::string_view input) {
     CheckpointRecord redecoded;
     Require(DecodeCheckpoint(again, &redecoded).ok() && redecoded == checkpoint, "checkpoint (value)");
   }
+  // The head of a record read in parts: any prefix, any claimed total.
+  CheckpointRecord head;
+  SnapshotExtent extent;
+  s = DecodeCheckpointHead(input.substr(0, input.size() / 2), input.size(), &head, &extent);
+  CheckCode(s, "DecodeCheckpointHead");
+  if (s.ok()) Require(extent.offset + extent.size == input.size(), "checkpoint head (extent)");
+  s = DecodeCheckpointHead(input, input.size(), &head, &extent);
+  CheckCode(s, "DecodeCheckpointHead");
+  if (DecodeCheckpoint(input, &checkpoint).ok()) {
+    Require(s.ok() && extent.size == checkpoint.snapshot.size(), "checkpoint head (whole)");
+    head.snapshot = checkpoint.snapshot;
+    Require(head == checkpoint, "checkpoint head (fields)");
+  }
 
   std::vector<EpochRecord> epochs;
   s = DecodeEpochs(input, &epochs);

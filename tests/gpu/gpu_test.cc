@@ -149,6 +149,94 @@ TEST_P(GpuContextTest, SnapshotRestoresEveryBufferAndRefusesBadRecords) {
   EXPECT_THAT(std::string(s.message()), HasSubstr("'weights'"));
 }
 
+// Hands a snapshot out in parts of a chosen size, as a recovering Worker
+// does (in parts of MiBs) -- nothing else of a Worker.
+class SnapshotInParts final : public Worker {
+ public:
+  SnapshotInParts(std::string record, std::size_t part) : record_(std::move(record)), part_(part) {}
+  std::optional<std::uint64_t> restored_snapshot_bytes() const override { return record_.size(); }
+  Status ReadRestoredSnapshot(const std::function<Status(std::string_view)>& sink) override {
+    for (std::size_t at = 0; at < record_.size(); at += part_)
+      if (Status s = sink(std::string_view(record_).substr(at, part_)); !s.ok()) return s;
+    return Status::OK();
+  }
+
+  Result<TaskId> Submit(WorkerId, std::string_view) override { return Unused(); }
+  Result<Delivery> Receive(std::string_view) override { return Unused(); }
+  Result<Delivery> ReceiveFrom(WorkerId, std::string_view) override { return Unused(); }
+  Result<std::optional<Task>> NextTask() override { return Unused(); }
+  Result<std::uint64_t> Random() override { return Unused(); }
+  Result<std::int64_t> Now() override { return Unused(); }
+  Result<std::string> Choose(const std::function<std::string()>&) override { return Unused(); }
+  std::vector<Frame> TakeFrames() override { return {}; }
+  void Tick() override {}
+  Status Checkpoint(std::string) override { return Unused(); }
+  void PeerDown(WorkerId) override {}
+  Result<std::size_t> Flush() override { return Unused(); }
+  Status Sync(std::int64_t) override { return Unused(); }
+  bool recovering() const override { return true; }
+  WorkerId id() const override { return 0; }
+  Epoch epoch() const override { return 1; }
+  Status health() const override { return Status::OK(); }
+  Metrics GetMetrics() const override { return {}; }
+
+ private:
+  static Status Unused() { return Status(Code::kInternal, "not part of this fake"); }
+  std::string record_;
+  std::size_t part_;
+};
+
+// Streamed in parts of any size -- the table split anywhere -- a snapshot
+// restores the same bytes; a bad table or size is refused before any buffer
+// changes; bad data is caught by the digest at the end.
+TEST_P(GpuContextTest, ASnapshotStreamedInPartsOfAnySizeRestoresOrIsRefused) {
+  SKIP_WITHOUT_DEVICE(GetParam());
+  auto context = OpenOrSkip(GetParam());
+  ASSERT_NE(context, nullptr);
+  CORE_ASSERT_OK_AND_ASSIGN(BufferId a, context->Allocate("weights", 4096));
+  CORE_ASSERT_OK_AND_ASSIGN(BufferId b, context->Allocate("bias", 3));
+  CORE_ASSERT_OK_AND_ASSIGN(BufferId empty, context->Allocate("empty", 0));
+  std::string weights(4096, '\0');
+  for (std::size_t i = 0; i < weights.size(); ++i) weights[i] = static_cast<char>(i * 131 + 7);
+  CORE_ASSERT_OK(context->Write(a, 0, weights));
+  CORE_ASSERT_OK(context->Write(b, 0, "xyz"));
+  CORE_ASSERT_OK_AND_ASSIGN(std::string snapshot, context->Snapshot());
+  const auto scramble = [&] {
+    CORE_ASSERT_OK(context->Write(a, 0, std::string(4096, 'z')));
+    CORE_ASSERT_OK(context->Write(b, 0, "abc"));
+  };
+  for (std::size_t part : {std::size_t{1}, std::size_t{5}, std::size_t{13}, std::size_t{4096}, snapshot.size()}) {
+    scramble();
+    SnapshotInParts worker(snapshot, part);
+    CORE_ASSERT_OK(context->RestoreFrom(worker));
+    CORE_ASSERT_OK_AND_ASSIGN(std::string wa, context->Read(a));
+    CORE_ASSERT_OK_AND_ASSIGN(std::string wb, context->Read(b));
+    EXPECT_TRUE(wa == weights) << "parts of " << part;
+    EXPECT_EQ(wb, "xyz") << "parts of " << part;
+  }
+  (void)empty;
+  EXPECT_EQ(context->GetStats().restores, 5u);
+
+  scramble();
+  const std::uint64_t refused_before = context->GetStats().corrupt_snapshots;
+  std::string wrong_size = snapshot;
+  wrong_size[23] ^= 1;  // the low byte of "weights"' size in the table
+  std::string extra = snapshot + "!";
+  for (const std::string& bad : {wrong_size, extra, snapshot.substr(0, snapshot.size() - 9)}) {
+    SnapshotInParts worker(bad, 7);
+    EXPECT_FALSE(context->RestoreFrom(worker).ok());
+    CORE_ASSERT_OK_AND_ASSIGN(std::string untouched, context->Read(b));
+    EXPECT_EQ(untouched, "abc") << "refused before any buffer changed";
+  }
+  std::string flipped_data = snapshot;
+  flipped_data[snapshot.size() - 20] ^= 1;  // a byte of "bias" or "weights"
+  SnapshotInParts worker(flipped_data, 64);
+  Status s = context->RestoreFrom(worker);
+  EXPECT_EQ(s.code(), Code::kCorruption) << s.ToString();
+  EXPECT_THAT(std::string(s.message()), HasSubstr("digest mismatch"));
+  EXPECT_EQ(context->GetStats().corrupt_snapshots, refused_before + 4);
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, GpuContextTest, ::testing::Values(Backend::kCpu, Backend::kCuda),
                          [](const auto& backend) { return std::string(BackendName(backend.param)); });
 
@@ -354,7 +442,7 @@ class GpuReplayTest : public ::testing::TestWithParam<Backend> {
     CORE_ASSERT_OK(app.Setup());
     CORE_ASSERT_OK_AND_ASSIGN(auto worker, Worker::Open(Options(), store.get()));
     ASSERT_TRUE(worker->recovering());
-    if (auto snapshot = worker->TakeRestoredSnapshot()) CORE_ASSERT_OK(context->Restore(*snapshot));
+    if (worker->restored_snapshot_bytes()) CORE_ASSERT_OK(context->RestoreFrom(*worker));
     outcome->replay = Drive(*worker, app, policy);
     if (outcome->replay.ok()) {
       CORE_ASSERT_OK_AND_ASSIGN(outcome->replayed, app.StateDigest());

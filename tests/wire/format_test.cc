@@ -523,16 +523,40 @@ TEST(WireFrameTest, DecodingIntoAUsedFrameLeavesNothingBehind) {
 TEST(WireCheckpointTest, RoundTrips) {
   for (const CheckpointRecord& r : {CheckpointRecord{}, FullCheckpoint()}) {
     const std::string bytes = EncodedCheckpoint(r);
-    CheckpointRecord from_view, from_owned;
-    from_view.snapshot = from_owned.snapshot = "leftover";
-    const Status s = DecodeCheckpoint(std::string_view(bytes), &from_view);
+    CheckpointRecord decoded;
+    decoded.snapshot = "leftover";
+    const Status s = DecodeCheckpoint(bytes, &decoded);
     ASSERT_TRUE(s.ok()) << s.ToString();
-    EXPECT_EQ(from_view, r);
-    const Status owned = DecodeCheckpoint(std::string(bytes), &from_owned);  // keeps the buffer
-    ASSERT_TRUE(owned.ok()) << owned.ToString();
-    EXPECT_EQ(from_owned, r);
-    EXPECT_EQ(DecodeCheckpoint(bytes.substr(0, bytes.size() - 1), &from_owned).code(), Code::kCorruption);
+    EXPECT_EQ(decoded, r);
+    EXPECT_EQ(DecodeCheckpoint(bytes.substr(0, bytes.size() - 1), &decoded).code(), Code::kCorruption);
   }
+}
+
+// The head decodes from any prefix that holds the fields, and says where the
+// snapshot lies; a prefix too short, or a total that disagrees, is refused.
+TEST(WireCheckpointTest, HeadDecodesFromAPrefixAndLocatesTheSnapshot) {
+  CheckpointRecord r = FullCheckpoint();
+  r.snapshot = std::string(1000, 'z');
+  const std::string bytes = EncodedCheckpoint(r);
+  const std::size_t fields = bytes.size() - r.snapshot.size();
+  for (std::size_t prefix : {fields, fields + 1, bytes.size()}) {
+    CheckpointRecord head;
+    head.snapshot = "leftover";
+    SnapshotExtent extent;
+    const Status s = DecodeCheckpointHead(std::string_view(bytes).substr(0, prefix), bytes.size(), &head, &extent);
+    ASSERT_TRUE(s.ok()) << prefix << ": " << s.ToString();
+    EXPECT_EQ(extent.offset, fields);
+    EXPECT_EQ(extent.size, r.snapshot.size());
+    EXPECT_TRUE(head.snapshot.empty());
+    head.snapshot = r.snapshot;
+    EXPECT_EQ(head, r);
+  }
+  CheckpointRecord head;
+  SnapshotExtent extent;
+  EXPECT_EQ(DecodeCheckpointHead(std::string_view(bytes).substr(0, fields - 1), bytes.size(), &head, &extent).code(),
+            Code::kCorruption);
+  EXPECT_EQ(DecodeCheckpointHead(bytes, bytes.size() + 1, &head, &extent).code(), Code::kCorruption);
+  EXPECT_EQ(DecodeCheckpointHead(bytes, fields - 1, &head, &extent).code(), Code::kCorruption);
 }
 
 TEST(WireMetaTest, EpochsRoundTrip) {
