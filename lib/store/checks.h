@@ -6,6 +6,7 @@
 #include <lstash/store.h>
 #include <lstash/types.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -70,6 +71,12 @@ inline Status CheckCheckpointOffset(WorkerId worker, std::uint64_t offset, std::
   if (offset <= total) return Status::OK();
   return InvalidArgument("checkpoint of worker " + std::to_string(worker) + " is " + std::to_string(total) +
                          " bytes; no part starts at " + std::to_string(offset));
+}
+
+// How many bytes the part from `offset` (REQUIRES offset <= total) of at
+// most `max_bytes` holds: fewer than asked only at the record's end.
+inline std::uint64_t CheckpointPartBytes(std::uint64_t offset, std::uint64_t max_bytes, std::uint64_t total) {
+  return std::min(max_bytes, total - offset);
 }
 
 }  // namespace lstash::store_internal

@@ -3,17 +3,30 @@
 //
 // Column families:
 //   log         BE u32 worker + BE u64 index -> an encoded log entry, as given
-//   checkpoint  BE u32 worker                 -> checkpoint value (below)
+//   checkpoint  BE u32 worker                 -> checkpoint head (below)
+//               BE u32 worker + BE u64 chunk  -> checkpoint chunk (below)
 //   copies      BE u32 owner + BE u64 index + BE u64 epoch -> an encoded entry
-//   meta        "format"                      -> wire format marker
+//   meta        "format"                      -> store format marker (wire::kStoreFormatVersion)
 //               "epochs/" + BE u32 worker     -> wire epochs record
 //               "committed/" + BE u32 worker  -> wire index record
 //               "begun-by/" + BE u32 worker   -> incarnation request value (below)
 // Big-endian keys sort by (worker, index) under the default bytewise order,
 // so one worker's log is one contiguous key range.
 //
-// Checkpoint value: magic "LSCW" (u32), version (u16), epoch (u64), at (u64),
-// all little-endian, then the checkpoint record bytes.
+// A checkpoint record is stored in chunks of chunk_bytes (the last may be
+// shorter), so a part of a record of GiBs is read without reading the rest;
+// the head says which chunks make up the latest checkpoint. Head, chunks,
+// and the deletion of a bigger predecessor's surplus chunks are one atomic
+// write, so the family never holds chunks that no head counts.
+//
+// Checkpoint head: magic "LSCW" (u32), version (u16) 2, epoch (u64), at
+// (u64), total_bytes (u64), chunk_bytes (u64), chunk_count (u64), all
+// little-endian; chunk_count = ceil(total_bytes / chunk_bytes). (Version 1
+// was the whole record in this value; stores holding it have store format
+// version 1 and are refused at open.)
+//
+// Checkpoint chunk: magic "LSCC" (u32), version (u16) 1, little-endian, then
+// bytes [chunk * chunk_bytes, ...) of the record.
 //
 // Incarnation request value: magic "LSIR" (u32), version (u16), epoch (u64),
 // client id (u64), request id (u64), all little-endian: which store-server
@@ -44,7 +57,14 @@ inline constexpr std::string_view kCommittedPrefix = "committed/";
 inline constexpr std::string_view kBegunByPrefix = "begun-by/";
 
 inline constexpr std::uint32_t kCheckpointValueMagic = 0x4c534357;  // "LSCW"
-inline constexpr std::uint16_t kCheckpointValueVersion = 1;
+inline constexpr std::uint16_t kCheckpointValueVersion = 2;
+inline constexpr std::uint32_t kCheckpointChunkMagic = 0x4c534343;  // "LSCC"
+inline constexpr std::uint16_t kCheckpointChunkVersion = 1;
+// Record bytes per chunk this build writes: a few MiB, so a part read reads
+// less than a chunk beyond each end of the part, and a chunk is far below
+// RocksDB's 4 GiB limit on one value. Readers take the size from the head.
+inline constexpr std::uint64_t kCheckpointChunkBytes = std::uint64_t{4} << 20;
+inline constexpr size_t kCheckpointChunkHeaderSize = 4 + 2;
 inline constexpr std::uint32_t kBegunByValueMagic = 0x4c534952;  // "LSIR"
 inline constexpr std::uint16_t kBegunByValueVersion = 1;
 
@@ -59,10 +79,32 @@ std::string BegunByKey(WorkerId worker);
 // Parses a log key; false if it is not one.
 bool ParseLogKey(std::string_view key, WorkerId* worker, LogIndex* index);
 
-std::string EncodeCheckpointValue(Epoch epoch, LogIndex at, std::string_view record);
-// kCorruption for a damaged value, kFailedPrecondition for another version.
-// *record points into `value`.
-Status DecodeCheckpointValue(std::string_view value, Epoch* epoch, LogIndex* at, std::string_view* record);
+struct CheckpointHead {
+  Epoch epoch = 0;
+  LogIndex at = 0;
+  std::uint64_t total_bytes = 0;
+  std::uint64_t chunk_bytes = 0;
+  std::uint64_t chunk_count = 0;
+
+  // Record bytes in chunk `chunk` (< chunk_count).
+  std::uint64_t BytesOfChunk(std::uint64_t chunk) const {
+    return chunk + 1 < chunk_count ? chunk_bytes : total_bytes - chunk * chunk_bytes;
+  }
+};
+
+// A head for a record of `total_bytes` in chunks of kCheckpointChunkBytes.
+CheckpointHead NewCheckpointHead(Epoch epoch, LogIndex at, std::uint64_t total_bytes);
+std::string CheckpointChunkKey(WorkerId worker, std::uint64_t chunk);
+std::string EncodeCheckpointHead(const CheckpointHead& head);
+// kCorruption for a damaged head (including a chunk count that does not fit
+// the sizes), kFailedPrecondition for another version.
+Status DecodeCheckpointHead(std::string_view value, CheckpointHead* out);
+// The magic and version in front of every chunk's bytes.
+std::string CheckpointChunkHeader();
+// The record bytes of a chunk value, which must hold `expected_bytes`:
+// kCorruption if it does not, kFailedPrecondition for another version.
+// *bytes points into `value`.
+Status DecodeCheckpointChunk(std::string_view value, std::uint64_t expected_bytes, std::string_view* bytes);
 
 struct BegunBy {
   Epoch epoch = 0;

@@ -18,9 +18,11 @@
 #include <rocksdb/iterator.h>
 #include <rocksdb/options.h>
 #include <rocksdb/slice.h>
+#include <rocksdb/snapshot.h>
 #include <rocksdb/write_batch.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <mutex>
 #include <shared_mutex>
@@ -60,7 +62,27 @@ std::uint64_t GetLittleEndian(std::string_view bytes) {
   return v;
 }
 
-constexpr size_t kCheckpointHeaderSize = 4 + 2 + 8 + 8;
+constexpr size_t kCheckpointHeadSize = 4 + 2 + 8 * 5;
+constexpr size_t kValuePrefixSize = 4 + 2;
+
+// Chunks of `chunk_bytes` (> 0) that hold `total_bytes`.
+std::uint64_t ChunkCount(std::uint64_t total_bytes, std::uint64_t chunk_bytes) {
+  return total_bytes / chunk_bytes + (total_bytes % chunk_bytes != 0);
+}
+
+// The magic number and format version in front of a stored `what`.
+Status CheckValuePrefix(std::string_view value, std::uint32_t magic, std::uint16_t version, std::string_view what) {
+  if (value.size() < kValuePrefixSize || GetLittleEndian(value.substr(0, 4)) != magic) {
+    return Corruption("stored " + std::string(what) + " has a bad magic number or is truncated (" +
+                      std::to_string(value.size()) + " bytes)");
+  }
+  auto seen = GetLittleEndian(value.substr(4, 2));
+  if (seen != version) {
+    return FailedPrecondition("stored " + std::string(what) + " has format version " + std::to_string(seen) +
+                              " (this build reads version " + std::to_string(version) + ")");
+  }
+  return Status::OK();
+}
 
 }  // namespace
 
@@ -126,14 +148,7 @@ std::string EncodeBegunByValue(const BegunBy& begun_by) {
 
 Status DecodeBegunByValue(std::string_view value, BegunBy* out) {
   constexpr size_t kSize = 4 + 2 + 8 + 8 + 8;
-  if (value.size() < 6 || GetLittleEndian(value.substr(0, 4)) != kBegunByValueMagic) {
-    return Corruption("stored incarnation request has a bad magic number or is truncated");
-  }
-  auto version = GetLittleEndian(value.substr(4, 2));
-  if (version != kBegunByValueVersion) {
-    return FailedPrecondition("stored incarnation request has format version " + std::to_string(version) +
-                              " (this build reads version " + std::to_string(kBegunByValueVersion) + ")");
-  }
+  LSTASH_RETURN_IF_ERROR(CheckValuePrefix(value, kBegunByValueMagic, kBegunByValueVersion, "incarnation request"));
   if (value.size() != kSize) {
     return Corruption("stored incarnation request has " + std::to_string(value.size()) + " bytes, not " +
                       std::to_string(kSize));
@@ -151,32 +166,67 @@ bool ParseLogKey(std::string_view key, WorkerId* worker, LogIndex* index) {
   return true;
 }
 
-std::string EncodeCheckpointValue(Epoch epoch, LogIndex at, std::string_view record) {
+CheckpointHead NewCheckpointHead(Epoch epoch, LogIndex at, std::uint64_t total_bytes) {
+  return CheckpointHead{epoch, at, total_bytes, kCheckpointChunkBytes, ChunkCount(total_bytes, kCheckpointChunkBytes)};
+}
+
+std::string CheckpointChunkKey(WorkerId worker, std::uint64_t chunk) {
+  std::string key;
+  key.reserve(12);
+  PutBigEndian32(worker, &key);
+  PutBigEndian64(chunk, &key);
+  return key;
+}
+
+std::string EncodeCheckpointHead(const CheckpointHead& head) {
   std::string value;
-  value.reserve(kCheckpointHeaderSize + record.size());
+  value.reserve(kCheckpointHeadSize);
   PutLittleEndian(kCheckpointValueMagic, 4, &value);
   PutLittleEndian(kCheckpointValueVersion, 2, &value);
-  PutLittleEndian(epoch, 8, &value);
-  PutLittleEndian(at, 8, &value);
-  value.append(record);
+  PutLittleEndian(head.epoch, 8, &value);
+  PutLittleEndian(head.at, 8, &value);
+  PutLittleEndian(head.total_bytes, 8, &value);
+  PutLittleEndian(head.chunk_bytes, 8, &value);
+  PutLittleEndian(head.chunk_count, 8, &value);
   return value;
 }
 
-Status DecodeCheckpointValue(std::string_view value, Epoch* epoch, LogIndex* at, std::string_view* record) {
-  if (value.size() < kCheckpointHeaderSize) {
-    return Corruption("stored checkpoint is truncated (" + std::to_string(value.size()) + " bytes)");
+Status DecodeCheckpointHead(std::string_view value, CheckpointHead* out) {
+  LSTASH_RETURN_IF_ERROR(CheckValuePrefix(value, kCheckpointValueMagic, kCheckpointValueVersion, "checkpoint head"));
+  if (value.size() != kCheckpointHeadSize) {
+    return Corruption("stored checkpoint head has " + std::to_string(value.size()) + " bytes, not " +
+                      std::to_string(kCheckpointHeadSize));
   }
-  if (GetLittleEndian(value.substr(0, 4)) != kCheckpointValueMagic) {
-    return Corruption("stored checkpoint has a bad magic number");
+  CheckpointHead head;
+  head.epoch = GetLittleEndian(value.substr(6, 8));
+  head.at = GetLittleEndian(value.substr(14, 8));
+  head.total_bytes = GetLittleEndian(value.substr(22, 8));
+  head.chunk_bytes = GetLittleEndian(value.substr(30, 8));
+  head.chunk_count = GetLittleEndian(value.substr(38, 8));
+  if (head.chunk_bytes == 0 || head.chunk_count != ChunkCount(head.total_bytes, head.chunk_bytes)) {
+    return Corruption("stored checkpoint head counts " + std::to_string(head.chunk_count) + " chunks of " +
+                      std::to_string(head.chunk_bytes) + " bytes for a record of " + std::to_string(head.total_bytes) +
+                      " bytes");
   }
-  auto version = GetLittleEndian(value.substr(4, 2));
-  if (version != kCheckpointValueVersion) {
-    return FailedPrecondition("stored checkpoint has format version " + std::to_string(version) +
-                              " (this build reads version " + std::to_string(kCheckpointValueVersion) + ")");
+  *out = head;
+  return Status::OK();
+}
+
+std::string CheckpointChunkHeader() {
+  std::string header;
+  header.reserve(kCheckpointChunkHeaderSize);
+  PutLittleEndian(kCheckpointChunkMagic, 4, &header);
+  PutLittleEndian(kCheckpointChunkVersion, 2, &header);
+  return header;
+}
+
+Status DecodeCheckpointChunk(std::string_view value, std::uint64_t expected_bytes, std::string_view* bytes) {
+  LSTASH_RETURN_IF_ERROR(CheckValuePrefix(value, kCheckpointChunkMagic, kCheckpointChunkVersion, "checkpoint chunk"));
+  if (value.size() - kCheckpointChunkHeaderSize != expected_bytes) {
+    return Corruption("stored checkpoint chunk holds " + std::to_string(value.size() - kCheckpointChunkHeaderSize) +
+                      " bytes, not " + std::to_string(expected_bytes));
   }
-  *epoch = GetLittleEndian(value.substr(6, 8));
-  *at = GetLittleEndian(value.substr(14, 8));
-  *record = value.substr(kCheckpointHeaderSize);
+  *bytes = value.substr(kCheckpointChunkHeaderSize);
   return Status::OK();
 }
 
@@ -187,8 +237,10 @@ namespace {
 namespace layout = rocksdb_layout;
 using store_internal::CheckAppendShape;
 using store_internal::CheckCheckpointAt;
+using store_internal::CheckCheckpointOffset;
 using store_internal::CheckContiguous;
 using store_internal::CheckFence;
+using store_internal::CheckpointPartBytes;
 
 constexpr LogIndex kCopyCollectionStride = 4096;
 
@@ -362,25 +414,37 @@ class RocksDbStore final : public Store, public layout::ServerOps {
     LSTASH_RETURN_IF_ERROR(CheckFence(worker, epoch, ws->current_epoch()));
     std::string what = "checkpoint of worker " + std::to_string(worker);
 
-    // The previous checkpoint bounds this one from below (see checks.h).
-    LogIndex previous_at = 0;
-    rocksdb::PinnableSlice previous;
-    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), checkpoint_cf_, layout::WorkerKey(worker), &previous);
+    // The previous checkpoint bounds this one from below (see checks.h), and
+    // its chunks past this one's are deleted with it.
+    layout::CheckpointHead previous;
+    rocksdb::PinnableSlice previous_value;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), checkpoint_cf_, layout::WorkerKey(worker), &previous_value);
     if (s.ok()) {
-      Epoch previous_epoch = 0;
-      std::string_view previous_record;
-      LSTASH_RETURN_IF_ERROR(
-          layout::DecodeCheckpointValue(View(previous), &previous_epoch, &previous_at, &previous_record)
-              .WithContext(what));
+      LSTASH_RETURN_IF_ERROR(layout::DecodeCheckpointHead(View(previous_value), &previous).WithContext(what));
     } else if (!s.IsNotFound()) {
       return FromRocks(s, what);
     }
-    LSTASH_RETURN_IF_ERROR(
-        CheckCheckpointAt(worker, at, ws->committed.load(std::memory_order_relaxed), previous_at));
+    LSTASH_RETURN_IF_ERROR(CheckCheckpointAt(worker, at, ws->committed.load(std::memory_order_relaxed), previous.at));
 
+    const layout::CheckpointHead head = layout::NewCheckpointHead(epoch, at, record.size());
     rocksdb::WriteBatch batch;
-    s = batch.Put(checkpoint_cf_, layout::WorkerKey(worker), layout::EncodeCheckpointValue(epoch, at, record));
+    s = batch.Put(checkpoint_cf_, layout::WorkerKey(worker), layout::EncodeCheckpointHead(head));
     if (!s.ok()) return FromRocks(s, what);
+    // Each chunk goes into the batch straight from `record` (SliceParts): no
+    // encoded copy of the whole.
+    const std::string chunk_header = layout::CheckpointChunkHeader();
+    for (std::uint64_t chunk = 0; chunk < head.chunk_count; ++chunk) {
+      const std::string key = layout::CheckpointChunkKey(worker, chunk);
+      const rocksdb::Slice key_part(key);
+      const rocksdb::Slice value_parts[] = {
+          chunk_header, rocksdb::Slice(record.data() + chunk * head.chunk_bytes, head.BytesOfChunk(chunk))};
+      s = batch.Put(checkpoint_cf_, rocksdb::SliceParts(&key_part, 1), rocksdb::SliceParts(value_parts, 2));
+      if (!s.ok()) return FromRocks(s, what);
+    }
+    for (std::uint64_t chunk = head.chunk_count; chunk < previous.chunk_count; ++chunk) {
+      s = batch.Delete(checkpoint_cf_, layout::CheckpointChunkKey(worker, chunk));
+      if (!s.ok()) return FromRocks(s, what);
+    }
     if (at > 0) {
       // Keys (worker, 0) .. (worker, at) inclusive: the end key sorts just
       // after (worker, at).
@@ -395,24 +459,43 @@ class RocksDbStore final : public Store, public layout::ServerOps {
     return Write(&batch, /*sync=*/true, what);
   }
 
-  Result<std::optional<StoredCheckpoint>> LatestCheckpoint(WorkerId worker) override {
-    std::string what = "checkpoint of worker " + std::to_string(worker);
-    // Read into the string we return, so a checkpoint of GiBs (device
-    // state) is not copied once more; the header is then cut off in place.
-    StoredCheckpoint checkpoint;
-    rocksdb::PinnableSlice value(&checkpoint.bytes);
-    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), checkpoint_cf_, layout::WorkerKey(worker), &value);
-    if (s.IsNotFound()) return std::optional<StoredCheckpoint>();
+  Result<std::optional<CheckpointPart>> ReadCheckpointPart(WorkerId worker, std::uint64_t offset,
+                                                           std::uint64_t max_bytes) override {
+    const std::string what = "checkpoint of worker " + std::to_string(worker);
+    // The head and every chunk from one snapshot: a PutCheckpoint meanwhile
+    // cannot mix two checkpoints in one part.
+    rocksdb::ManagedSnapshot snapshot(db_.get());
+    rocksdb::ReadOptions read_options;
+    read_options.snapshot = snapshot.snapshot();
+    rocksdb::PinnableSlice value;
+    rocksdb::Status s = db_->Get(read_options, checkpoint_cf_, layout::WorkerKey(worker), &value);
+    if (s.IsNotFound()) return std::optional<CheckpointPart>();
     if (!s.ok()) return FromRocks(s, what);
-    std::string_view record;
-    LSTASH_RETURN_IF_ERROR(
-        layout::DecodeCheckpointValue(View(value), &checkpoint.epoch, &checkpoint.at, &record).WithContext(what));
-    if (value.IsPinned()) {
-      checkpoint.bytes.assign(record);  // the value stayed in RocksDB's memory
-    } else {
-      checkpoint.bytes.erase(0, layout::kCheckpointHeaderSize);
+    layout::CheckpointHead head;
+    LSTASH_RETURN_IF_ERROR(layout::DecodeCheckpointHead(View(value), &head).WithContext(what));
+    LSTASH_RETURN_IF_ERROR(CheckCheckpointOffset(worker, offset, head.total_bytes));
+
+    CheckpointPart part{head.epoch, head.at, head.total_bytes, {}};
+    const std::uint64_t length = CheckpointPartBytes(offset, max_bytes, head.total_bytes);
+    part.bytes.reserve(length);
+    // Chunks are read once, when a worker recovers: keep them from evicting
+    // the blocks that appends and reads of the log reuse.
+    read_options.fill_cache = false;
+    const std::uint64_t first = offset / head.chunk_bytes;
+    for (std::uint64_t chunk = first; part.bytes.size() < length; ++chunk) {
+      const std::string chunk_what =
+          what + ", chunk " + std::to_string(chunk) + " of " + std::to_string(head.chunk_count);
+      value.Reset();
+      s = db_->Get(read_options, checkpoint_cf_, layout::CheckpointChunkKey(worker, chunk), &value);
+      if (s.IsNotFound()) return Corruption(chunk_what + " is missing");
+      if (!s.ok()) return FromRocks(s, chunk_what);
+      std::string_view bytes;
+      LSTASH_RETURN_IF_ERROR(
+          layout::DecodeCheckpointChunk(View(value), head.BytesOfChunk(chunk), &bytes).WithContext(chunk_what));
+      const std::uint64_t from = chunk == first ? offset % head.chunk_bytes : 0;
+      part.bytes.append(bytes.substr(from, length - part.bytes.size()));
     }
-    return std::optional<StoredCheckpoint>(std::move(checkpoint));
+    return std::optional<CheckpointPart>(std::move(part));
   }
 
  private:

@@ -34,6 +34,7 @@
 #include <zmq.hpp>
 
 #include "net/zmq_util.h"
+#include "store/checks.h"
 #include "storeserver/store_rpc.h"
 
 namespace lstash {
@@ -184,12 +185,24 @@ class RemoteStore final : public Store {
     return Status::OK();
   }
 
-  Result<std::optional<StoredCheckpoint>> LatestCheckpoint(WorkerId worker) override {
+  Result<std::optional<CheckpointPart>> ReadCheckpointPart(WorkerId worker, std::uint64_t offset,
+                                                           std::uint64_t max_bytes) override {
     Response r;
-    LSTASH_RETURN_IF_ERROR(Call(ShardOf(worker), Method::kLatestCheckpoint, &r, [&](RequestIds ids, std::string* bytes) {
-      store_rpc::EncodeLatestCheckpoint(ids, worker, bytes);
+    Shard& home = ShardOf(worker);
+    LSTASH_RETURN_IF_ERROR(Call(home, Method::kReadCheckpointPart, &r, [&](RequestIds ids, std::string* bytes) {
+      store_rpc::EncodeReadCheckpointPart(ids, worker, offset, max_bytes, bytes);
     }));
-    return std::move(r.checkpoint);
+    if (r.checkpoint_part) {
+      // The part asked for, or the server and client disagree on the record.
+      const CheckpointPart& part = *r.checkpoint_part;
+      if (offset > part.total_bytes ||
+          part.bytes.size() != store_internal::CheckpointPartBytes(offset, max_bytes, part.total_bytes)) {
+        return Corruption(home.name + " answered a part of " + std::to_string(part.bytes.size()) + " bytes from byte " +
+                          std::to_string(offset) + " (at most " + std::to_string(max_bytes) + ") of worker " +
+                          std::to_string(worker) + "'s checkpoint of " + std::to_string(part.total_bytes) + " bytes");
+      }
+    }
+    return std::move(r.checkpoint_part);
   }
 
   Status RenewLease(WorkerId worker, Epoch epoch, std::int64_t duration_nanos) override {

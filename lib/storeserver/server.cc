@@ -516,12 +516,12 @@ Response ServerImpl::Execute(Request& r) {
       if (out.status.ok()) out.status = store_->PutCheckpoint(r.worker, r.epoch, r.index, r.bytes);
       if (out.status.ok() && journal_) journal_->RecordCheckpoint(r.worker, r.epoch, r.index);
       break;
-    case Method::kLatestCheckpoint: {
-      Result<std::optional<StoredCheckpoint>> checkpoint = store_->LatestCheckpoint(r.worker);
-      if (checkpoint.ok()) {
-        out.checkpoint = std::move(checkpoint).value();
+    case Method::kReadCheckpointPart: {
+      Result<std::optional<CheckpointPart>> part = store_->ReadCheckpointPart(r.worker, r.offset, r.max_bytes);
+      if (part.ok()) {
+        out.checkpoint_part = std::move(part).value();
       } else {
-        out.status = checkpoint.status();
+        out.status = part.status();
       }
       break;
     }

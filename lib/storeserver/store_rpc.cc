@@ -227,7 +227,7 @@ std::string_view MethodName(Method method) {
     case Method::kReadLog: return "ReadLog";
     case Method::kReadCommitted: return "ReadCommitted";
     case Method::kPutCheckpoint: return "PutCheckpoint";
-    case Method::kLatestCheckpoint: return "LatestCheckpoint";
+    case Method::kReadCheckpointPart: return "ReadCheckpointPart";
     case Method::kRenewLease: return "RenewLease";
     case Method::kDropCopies: return "DropCopies";
   }
@@ -304,9 +304,12 @@ void EncodePutCheckpoint(RequestIds ids, WorkerId worker, Epoch epoch, LogIndex 
   w.Bytes(record);
 }
 
-void EncodeLatestCheckpoint(RequestIds ids, WorkerId worker, std::string* out) {
-  Writer w = RequestWriter(ids, Method::kLatestCheckpoint, 4, out);
+void EncodeReadCheckpointPart(RequestIds ids, WorkerId worker, std::uint64_t offset, std::uint64_t max_bytes,
+                              std::string* out) {
+  Writer w = RequestWriter(ids, Method::kReadCheckpointPart, 4 + 8 + 8, out);
   w.U32(worker);
+  w.U64(offset);
+  w.U64(max_bytes);
 }
 
 void EncodeRenewLease(RequestIds ids, WorkerId worker, Epoch epoch, std::int64_t duration_nanos, std::string* out) {
@@ -332,7 +335,7 @@ void EncodeRequest(const Request& r, std::string* out) {
     case Method::kReadLog: return EncodeReadLog(r.ids, r.worker, r.index, out);
     case Method::kReadCommitted: return EncodeReadCommitted(r.ids, r.workers, out);
     case Method::kPutCheckpoint: return EncodePutCheckpoint(r.ids, r.worker, r.epoch, r.index, r.bytes, out);
-    case Method::kLatestCheckpoint: return EncodeLatestCheckpoint(r.ids, r.worker, out);
+    case Method::kReadCheckpointPart: return EncodeReadCheckpointPart(r.ids, r.worker, r.offset, r.max_bytes, out);
     case Method::kRenewLease: return EncodeRenewLease(r.ids, r.worker, r.epoch, r.duration_nanos, out);
     case Method::kDropCopies: return EncodeDropCopies(r.ids, r.worker, r.index, out);
   }
@@ -359,8 +362,12 @@ Status DecodeRequest(std::string_view bytes, Request* out, std::optional<Request
     switch (out->method) {
       case Method::kBeginIncarnation:
       case Method::kEpochs:
-      case Method::kLatestCheckpoint:
         out->worker = r.U32();
+        break;
+      case Method::kReadCheckpointPart:
+        out->worker = r.U32();
+        out->offset = r.U64();
+        out->max_bytes = r.U64();
         break;
       case Method::kSetEpochStart:
         out->worker = r.U32();
@@ -418,8 +425,8 @@ void EncodeResponse(const Response& response, std::string* out) {
       case Method::kReadCopies: body = CopiesBytes(response.copies); break;
       case Method::kReadLog: body = RecordsBytes(response.records); break;
       case Method::kReadCommitted: body = kCountBytes + 8 * response.committed.size(); break;
-      case Method::kLatestCheckpoint:
-        body = 1 + (response.checkpoint ? 8 + 8 + kLengthBytes + response.checkpoint->bytes.size() : 0);
+      case Method::kReadCheckpointPart:
+        body = 1 + (response.checkpoint_part ? 8 + 8 + 8 + kLengthBytes + response.checkpoint_part->bytes.size() : 0);
         break;
       default: break;
     }
@@ -452,12 +459,13 @@ void EncodeResponse(const Response& response, std::string* out) {
       w.Count(response.committed.size());
       for (LogIndex c : response.committed) w.U64(c);
       break;
-    case Method::kLatestCheckpoint:
-      w.U8(response.checkpoint ? 1 : 0);
-      if (response.checkpoint) {
-        w.U64(response.checkpoint->epoch);
-        w.U64(response.checkpoint->at);
-        w.Bytes(response.checkpoint->bytes);
+    case Method::kReadCheckpointPart:
+      w.U8(response.checkpoint_part ? 1 : 0);
+      if (response.checkpoint_part) {
+        w.U64(response.checkpoint_part->epoch);
+        w.U64(response.checkpoint_part->at);
+        w.U64(response.checkpoint_part->total_bytes);
+        w.Bytes(response.checkpoint_part->bytes);
       }
       break;
     default:
@@ -488,7 +496,7 @@ Status DecodeResponse(std::string_view bytes, Response* out) {
   out->status = code == 0 ? Status::OK() : Status(static_cast<Code>(code), message);
   if (code == 0 && !message.empty()) return Corruption(what + ": an OK status with a message");
   if (code != 0 && message.empty()) return Corruption(what + ": an error status without a message");
-  out->checkpoint.reset();
+  out->checkpoint_part.reset();
   try {
     if (code == 0) {
       switch (out->method) {
@@ -516,15 +524,20 @@ Status DecodeResponse(std::string_view bytes, Response* out) {
           for (LogIndex& c : out->committed) c = r.U64();
           break;
         }
-        case Method::kLatestCheckpoint: {
+        case Method::kReadCheckpointPart: {
           std::uint8_t present = r.U8();
           if (r.ok() && present > 1) r.Fail(Corruption("bad checkpoint presence flag " + std::to_string(present)));
           if (r.ok() && present == 1) {
-            StoredCheckpoint c;
-            c.epoch = r.U64();
-            c.at = r.U64();
-            r.Bytes(&c.bytes, "checkpoint record");
-            if (r.ok()) out->checkpoint = std::move(c);
+            CheckpointPart part;
+            part.epoch = r.U64();
+            part.at = r.U64();
+            part.total_bytes = r.U64();
+            r.Bytes(&part.bytes, "checkpoint part");
+            if (r.ok() && part.bytes.size() > part.total_bytes) {
+              r.Fail(Corruption("checkpoint part of " + std::to_string(part.bytes.size()) +
+                                " bytes is longer than its record of " + std::to_string(part.total_bytes)));
+            }
+            if (r.ok()) out->checkpoint_part = std::move(part);
           }
           break;
         }

@@ -22,7 +22,7 @@
 //     kReadLog           worker u32, from u64
 //     kReadCommitted     workers [u32 count; u32]
 //     kPutCheckpoint     worker u32, epoch u64, at u64, record bytes
-//     kLatestCheckpoint  worker u32
+//     kReadCheckpointPart worker u32, offset u64, max_bytes u64
 //     kRenewLease        worker u32, epoch u64, duration_nanos i64 (two's complement)
 //     kDropCopies        owner u32, upto u64   (internal: see DropCopies below)
 //
@@ -34,8 +34,12 @@
 //     kReadCopies        copies (as in kAppend)
 //     kReadLog           records (as in kAppend)
 //     kReadCommitted     [u32 count; u64]
-//     kLatestCheckpoint  present u8 (0 or 1), then if 1: epoch u64, at u64, bytes
+//     kReadCheckpointPart present u8 (0 or 1), then if 1: epoch u64, at u64,
+//                        total_bytes u64, bytes (at most total_bytes)
 //     others             nothing
+//
+// Version 2: method 9 reads a part of a checkpoint (version 1: the whole
+// checkpoint, asked by worker only).
 //
 // A client id is random per RemoteStore; request ids increase per client.
 // The pair names a request: a retry sends the same bytes again, and the
@@ -62,7 +66,7 @@ namespace lstash::store_rpc {
 
 inline constexpr std::uint32_t kRequestMagic = 0x4c535251;   // "LSRQ"
 inline constexpr std::uint32_t kResponseMagic = 0x4c535250;  // "LSRP"
-inline constexpr std::uint16_t kRpcVersion = 1;
+inline constexpr std::uint16_t kRpcVersion = 2;
 
 enum class Method : std::uint8_t {
   kBeginIncarnation = 1,
@@ -73,7 +77,7 @@ enum class Method : std::uint8_t {
   kReadLog = 6,
   kReadCommitted = 7,
   kPutCheckpoint = 8,
-  kLatestCheckpoint = 9,
+  kReadCheckpointPart = 9,
   kRenewLease = 10,
   // Deletes lineage copies of `owner` with index <= upto from a shard that
   // is not the owner's (the client sends it to the other shards when the
@@ -101,6 +105,8 @@ struct Request {
   WorkerId worker = 0;  // the owner for kReadCopies and kDropCopies
   Epoch epoch = 0;
   LogIndex index = 0;   // start, from, at or upto
+  std::uint64_t offset = 0;     // kReadCheckpointPart
+  std::uint64_t max_bytes = 0;  // kReadCheckpointPart
   std::int64_t duration_nanos = 0;
   std::vector<LogRecord> records;
   std::vector<LineageCopy> copies;
@@ -119,7 +125,8 @@ void EncodeReadLog(RequestIds ids, WorkerId worker, LogIndex from, std::string* 
 void EncodeReadCommitted(RequestIds ids, std::span<const WorkerId> workers, std::string* out);
 void EncodePutCheckpoint(RequestIds ids, WorkerId worker, Epoch epoch, LogIndex at, std::string_view record,
                          std::string* out);
-void EncodeLatestCheckpoint(RequestIds ids, WorkerId worker, std::string* out);
+void EncodeReadCheckpointPart(RequestIds ids, WorkerId worker, std::uint64_t offset, std::uint64_t max_bytes,
+                              std::string* out);
 void EncodeRenewLease(RequestIds ids, WorkerId worker, Epoch epoch, std::int64_t duration_nanos, std::string* out);
 void EncodeDropCopies(RequestIds ids, WorkerId owner, LogIndex upto, std::string* out);
 // Any decoded request, with the encoder of its method.
@@ -141,7 +148,7 @@ struct Response {
   std::vector<LineageCopy> copies;              // kReadCopies
   std::vector<LogRecord> records;               // kReadLog
   std::vector<LogIndex> committed;              // kReadCommitted
-  std::optional<StoredCheckpoint> checkpoint;   // kLatestCheckpoint
+  std::optional<CheckpointPart> checkpoint_part;  // kReadCheckpointPart
 };
 
 void EncodeResponse(const Response& response, std::string* out);

@@ -944,9 +944,9 @@ Status DecodeIndex(std::string_view bytes, LogIndex* out) {
 void EncodeFormatMarker(std::string* out) {
   out->clear();
   const char marker[kPrefixBytes] = {
-      static_cast<char>(kMetaMagic & 0xff),      static_cast<char>((kMetaMagic >> 8) & 0xff),
-      static_cast<char>((kMetaMagic >> 16) & 0xff), static_cast<char>((kMetaMagic >> 24) & 0xff),
-      static_cast<char>(kFormatVersion & 0xff),  static_cast<char>((kFormatVersion >> 8) & 0xff)};
+      static_cast<char>(kMetaMagic & 0xff),          static_cast<char>((kMetaMagic >> 8) & 0xff),
+      static_cast<char>((kMetaMagic >> 16) & 0xff),  static_cast<char>((kMetaMagic >> 24) & 0xff),
+      static_cast<char>(kStoreFormatVersion & 0xff), static_cast<char>((kStoreFormatVersion >> 8) & 0xff)};
   out->append(marker, kPrefixBytes);
 }
 
@@ -961,14 +961,17 @@ Status CheckFormatMarker(std::string_view bytes) {
   if (magic != kMetaMagic) {
     return Corruption("store format marker: bad magic " + Hex32(magic) + "; expected " + Hex32(kMetaMagic));
   }
-  // A marker of another version may be longer; the version decides first.
-  if (version != kFormatVersion) {
-    return FailedPrecondition("store format version " + std::to_string(version) +
-                              " is not supported (this build reads version " + std::to_string(kFormatVersion) + ")");
-  }
-  if (bytes.size() != kPrefixBytes) {
+  // A newer version's marker may be longer: its version decides. Every
+  // version up to this one wrote exactly the prefix, so a longer value is no
+  // marker (other metadata records share the magic).
+  if (version <= kStoreFormatVersion && bytes.size() != kPrefixBytes) {
     return Corruption("store format marker: " + std::to_string(bytes.size() - kPrefixBytes) +
                       " trailing bytes after the marker");
+  }
+  if (version != kStoreFormatVersion) {
+    return FailedPrecondition("store format version " + std::to_string(version) +
+                              " is not supported (this build reads version " + std::to_string(kStoreFormatVersion) +
+                              ")");
   }
   return Status::OK();
 }

@@ -31,6 +31,11 @@ inline constexpr std::uint32_t kFrameMagic = 0x4c534652;       // "LSFR"
 inline constexpr std::uint32_t kCheckpointMagic = 0x4c53434b;  // "LSCK"
 inline constexpr std::uint32_t kMetaMagic = 0x4c534d54;        // "LSMT"
 inline constexpr std::uint16_t kFormatVersion = 1;
+// The version in a store's format marker: how the store lays out its
+// records (which keys hold what), apart from each record's own version.
+//   1  a checkpoint is one value
+//   2  a checkpoint is a head and chunks (lib/store/rocksdb_layout.h)
+inline constexpr std::uint16_t kStoreFormatVersion = 2;
 
 // A causal dependency: the owner's log up to `index`, as written by
 // incarnations up to `epoch`.
@@ -192,7 +197,7 @@ void EncodeEpochs(std::span<const EpochRecord> epochs, std::string* out);
 Status DecodeEpochs(std::string_view bytes, std::vector<EpochRecord>* out);
 void EncodeIndex(LogIndex index, std::string* out);  // e.g. a committed index
 Status DecodeIndex(std::string_view bytes, LogIndex* out);
-// The store's format marker: magic + version, nothing else.
+// The store's format marker: magic + kStoreFormatVersion, nothing else.
 void EncodeFormatMarker(std::string* out);
 Status CheckFormatMarker(std::string_view bytes);  // kFailedPrecondition if another version
 

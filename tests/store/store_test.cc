@@ -10,9 +10,13 @@
 #include <rocksdb/db.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
+#include <random>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -443,6 +447,184 @@ TYPED_TEST(StoreTest, LatestCheckpointIsNoneUntilOneIsStoredThenTheNewest) {
   EXPECT_FALSE(other.has_value());
 }
 
+// ---------------------------------------------------------------------------
+// Checkpoints read in parts.
+
+// The RocksDB store's chunk size: records around and past it cross chunks
+// there (and are just bytes to the other stores).
+constexpr std::uint64_t kChunk = rocksdb_layout::kCheckpointChunkBytes;
+constexpr std::uint64_t kWhole = std::numeric_limits<std::uint64_t>::max();
+
+// `size` bytes that depend on `seed` alone.
+std::string RandomRecord(std::size_t size, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::string record(size, '\0');
+  for (std::size_t i = 0; i < size; i += 8) {
+    const std::uint64_t word = rng();
+    std::memcpy(record.data() + i, &word, std::min<std::size_t>(8, size - i));
+  }
+  return record;
+}
+
+// A checkpoint as stored, to check parts of it against.
+struct ExpectedCheckpoint {
+  Epoch epoch = 0;
+  LogIndex at = 0;
+  std::string record;
+};
+
+// Reads up to `max_bytes` of `worker`'s checkpoint from `offset` and checks
+// them against the slice of `expected`.
+void ExpectPart(Store* store, WorkerId worker, const ExpectedCheckpoint& expected, std::uint64_t offset,
+                std::uint64_t max_bytes) {
+  SCOPED_TRACE("part from byte " + std::to_string(offset) + " of at most " + std::to_string(max_bytes));
+  Result<std::optional<CheckpointPart>> part = store->ReadCheckpointPart(worker, offset, max_bytes);
+  ASSERT_TRUE(part.ok()) << part.status().ToString();
+  ASSERT_TRUE(part->has_value());
+  const CheckpointPart& p = **part;
+  EXPECT_EQ(p.epoch, expected.epoch);
+  EXPECT_EQ(p.at, expected.at);
+  EXPECT_EQ(p.total_bytes, expected.record.size());
+  // Sizes and the first differing byte, not megabytes of bytes.
+  ASSERT_EQ(p.bytes.size(), std::min<std::uint64_t>(max_bytes, expected.record.size() - offset));
+  const auto slice = expected.record.begin() + static_cast<std::ptrdiff_t>(offset);
+  const auto [got, want] = std::mismatch(p.bytes.begin(), p.bytes.end(), slice);
+  EXPECT_TRUE(got == p.bytes.end()) << "first difference at byte " << offset + (got - p.bytes.begin());
+}
+
+// Reads the whole record in consecutive parts of `part_bytes`.
+void ExpectReadInParts(Store* store, WorkerId worker, const ExpectedCheckpoint& expected, std::uint64_t part_bytes) {
+  for (std::uint64_t offset = 0; offset < expected.record.size(); offset += part_bytes) {
+    ExpectPart(store, worker, expected, offset, part_bytes);
+    if (testing::Test::HasFatalFailure()) return;
+  }
+}
+
+TYPED_TEST(StoreTest, CheckpointPartsAreTheSlicesOfTheRecord) {
+  Store* store = this->store_.get();
+  Epoch e = this->Begin(1);
+  STORE_ASSERT_OK(store->Append(1, e, Records(1, 1, 3), {}));
+  // Two whole chunks, a third of 1 MiB and some odd bytes.
+  const ExpectedCheckpoint expected{e, 2, RandomRecord(2 * kChunk + (1 << 20) + 12345, 20261127)};
+  STORE_ASSERT_OK(store->PutCheckpoint(1, e, expected.at, expected.record));
+
+  // Single bytes and pairs around each chunk boundary.
+  for (std::uint64_t boundary : {kChunk, 2 * kChunk}) {
+    for (std::uint64_t offset = boundary - 2; offset <= boundary + 1; ++offset) {
+      ExpectPart(store, 1, expected, offset, 1);
+      ExpectPart(store, 1, expected, offset, 2);
+    }
+  }
+  ExpectPart(store, 1, expected, 0, 1);
+  ExpectPart(store, 1, expected, expected.record.size() - 1, 1);
+  // A part across all three chunks, and parts running past the end.
+  ExpectPart(store, 1, expected, kChunk - 5, kChunk + 10);
+  ExpectPart(store, 1, expected, 3, kWhole);
+  ExpectPart(store, 1, expected, 2 * kChunk + 7, kChunk);
+  // The whole record in parts of a chunk, of an odd size, and in one.
+  ExpectReadInParts(store, 1, expected, kChunk);
+  ExpectReadInParts(store, 1, expected, (1 << 20) + 7);
+  ExpectReadInParts(store, 1, expected, 3 * kChunk);
+  ExpectPart(store, 1, expected, 0, kWhole);
+  STORE_ASSERT_OK_AND_ASSIGN(auto whole, store->LatestCheckpoint(1));
+  ASSERT_TRUE(whole.has_value());
+  EXPECT_TRUE(whole->bytes == expected.record);
+
+  // A part of no bytes gives the checkpoint's epoch, index and size; from
+  // the end there is nothing more; past it is an error.
+  ExpectPart(store, 1, expected, 0, 0);
+  ExpectPart(store, 1, expected, kChunk, 0);
+  ExpectPart(store, 1, expected, expected.record.size(), kWhole);
+  Result<std::optional<CheckpointPart>> past = store->ReadCheckpointPart(1, expected.record.size() + 1, 1);
+  ASSERT_FALSE(past.ok());
+  EXPECT_EQ(past.status().code(), Code::kInvalidArgument) << past.status().ToString();
+  EXPECT_THAT(std::string(past.status().message()), HasSubstr("worker 1"));
+  EXPECT_EQ(store->ReadCheckpointPart(1, kWhole, kWhole).status().code(), Code::kInvalidArgument);
+}
+
+TYPED_TEST(StoreTest, CheckpointPartOfAWorkerWithoutACheckpointIsNone) {
+  Store* store = this->store_.get();
+  STORE_ASSERT_OK_AND_ASSIGN(auto unknown, store->ReadCheckpointPart(1, 0, kWhole));
+  EXPECT_FALSE(unknown.has_value());
+  Epoch e = this->Begin(1);
+  STORE_ASSERT_OK(store->Append(1, e, Records(1, 1, 2), {}));
+  for (std::uint64_t offset : {std::uint64_t{0}, std::uint64_t{5}, kWhole}) {
+    STORE_ASSERT_OK_AND_ASSIGN(auto none, store->ReadCheckpointPart(1, offset, 10));
+    EXPECT_FALSE(none.has_value()) << offset;
+  }
+  STORE_ASSERT_OK(store->PutCheckpoint(1, e, 1, "small"));
+  STORE_ASSERT_OK_AND_ASSIGN(auto other, store->ReadCheckpointPart(2, 0, kWhole));
+  EXPECT_FALSE(other.has_value());
+}
+
+TYPED_TEST(StoreTest, SmallerCheckpointReplacesABiggerOneInEveryPart) {
+  Store* store = this->store_.get();
+  Epoch e1 = this->Begin(1);
+  STORE_ASSERT_OK(store->Append(1, e1, Records(1, 1, 4), {}));
+  const ExpectedCheckpoint big{e1, 2, RandomRecord(2 * kChunk + 999, 1)};
+  STORE_ASSERT_OK(store->PutCheckpoint(1, e1, big.at, big.record));
+  ExpectPart(store, 1, big, 2 * kChunk, kWhole);
+
+  // A newer incarnation's checkpoint of fewer chunks: every part is of it,
+  // and nothing of the bigger one's last chunk shows through.
+  Epoch e2 = this->Begin(1);
+  const ExpectedCheckpoint smaller{e2, 3, RandomRecord(kChunk + 100, 2)};
+  STORE_ASSERT_OK(store->PutCheckpoint(1, e2, smaller.at, smaller.record));
+  ExpectPart(store, 1, smaller, 0, kWhole);
+  ExpectPart(store, 1, smaller, kChunk - 1, 2 * kChunk);
+  ExpectPart(store, 1, smaller, smaller.record.size(), kWhole);
+  EXPECT_EQ(store->ReadCheckpointPart(1, 2 * kChunk, 1).status().code(), Code::kInvalidArgument);
+
+  // And an empty one.
+  const ExpectedCheckpoint empty{e2, 4, ""};
+  STORE_ASSERT_OK(store->PutCheckpoint(1, e2, empty.at, empty.record));
+  ExpectPart(store, 1, empty, 0, kWhole);
+  EXPECT_EQ(store->ReadCheckpointPart(1, 1, 0).status().code(), Code::kInvalidArgument);
+}
+
+// Byte `i` of the record of a checkpoint at `at`: records at different
+// indexes (fewer than 256 apart) differ in every byte.
+char ByteOfCheckpointAt(LogIndex at, std::uint64_t i) { return static_cast<char>(at * 131 + i % 251); }
+
+TYPED_TEST(StoreTest, ConcurrentCheckpointsNeverMixInOnePart) {
+  Store* store = this->store_.get();
+  constexpr LogIndex kCheckpoints = 12;
+  constexpr std::uint64_t kSize = kChunk + 1000;
+  Epoch e = this->Begin(1);
+  STORE_ASSERT_OK(store->Append(1, e, Records(1, 1, kCheckpoints), {}));
+  std::atomic<bool> done{false};
+  std::thread writer([&] {
+    for (LogIndex at = 1; at <= kCheckpoints; ++at) {
+      std::string record(kSize, '\0');
+      for (std::uint64_t i = 0; i < kSize; ++i) record[i] = ByteOfCheckpointAt(at, i);
+      Status s = store->PutCheckpoint(1, e, at, record);
+      EXPECT_TRUE(s.ok()) << s.ToString();
+    }
+    done.store(true);
+  });
+  // Parts across the chunk boundary, each all of one checkpoint; the last
+  // read is after the last write.
+  auto read_parts = [&] {
+    for (bool last = false; !last;) {
+      last = done.load();
+      Result<std::optional<CheckpointPart>> part = store->ReadCheckpointPart(1, kChunk - 8, 16);
+      ASSERT_TRUE(part.ok()) << part.status().ToString();
+      if (!part->has_value()) continue;
+      const CheckpointPart& p = **part;
+      ASSERT_GE(p.at, 1u);
+      ASSERT_LE(p.at, kCheckpoints);
+      ASSERT_EQ(p.total_bytes, kSize);
+      ASSERT_EQ(p.bytes.size(), 16u);
+      for (std::uint64_t i = 0; i < 16; ++i) {
+        ASSERT_EQ(p.bytes[i], ByteOfCheckpointAt(p.at, kChunk - 8 + i)) << "byte " << i << " of a part at " << p.at;
+      }
+      if (last) EXPECT_EQ(p.at, kCheckpoints);
+    }
+  };
+  read_parts();
+  writer.join();
+}
+
 TYPED_TEST(StoreTest, ConcurrentAppendsToDifferentWorkersAreAllReadable) {
   Store* store = this->store_.get();
   constexpr WorkerId kWorkers = 4;
@@ -577,6 +759,17 @@ class RawDb {
   rocksdb::Status Put(Family family, const std::string& key, const std::string& value) {
     return db_->Put(rocksdb::WriteOptions(), handles_[family], key, value);
   }
+  rocksdb::Status Delete(Family family, const std::string& key) {
+    return db_->Delete(rocksdb::WriteOptions(), handles_[family], key);
+  }
+  // Every key in `family`, in order.
+  std::vector<std::string> Keys(Family family) {
+    std::vector<std::string> keys;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), handles_[family]));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) keys.push_back(it->key().ToString());
+    EXPECT_TRUE(it->status().ok()) << it->status().ToString();
+    return keys;
+  }
 
  private:
   rocksdb::Status status_;
@@ -595,7 +788,7 @@ std::string FormatMarkerWithVersion(std::uint16_t version) {
     return s;
   };
   size_t at = marker.find(little_endian(wire::kMetaMagic, 4));
-  if (at == std::string::npos || marker.compare(at + 4, 2, little_endian(wire::kFormatVersion, 2)) != 0) {
+  if (at == std::string::npos || marker.compare(at + 4, 2, little_endian(wire::kStoreFormatVersion, 2)) != 0) {
     ADD_FAILURE() << "format marker layout is not magic then version";
     return marker;
   }
@@ -710,10 +903,14 @@ TEST_F(RocksDbStoreTest, CorruptedCheckpointIsReportedAsCorruption) {
     STORE_ASSERT_OK(store->PutCheckpoint(1, e, 1, "snap"));
     STORE_ASSERT_OK(store->PutCheckpoint(1, e, 1, "snap"));  // a checkpoint reads its predecessor
   }
+  const std::string head = layout::EncodeCheckpointHead(layout::NewCheckpointHead(1, 1, 4));
   const std::string truncated = "LSCW";
-  std::string bad_magic = layout::EncodeCheckpointValue(1, 1, "snap");
+  std::string bad_magic = head;
   bad_magic[0] ^= 0x5a;
-  for (const std::string& damaged : {truncated, bad_magic}) {
+  const std::string short_head = head.substr(0, head.size() - 1);
+  layout::CheckpointHead miscounted = layout::NewCheckpointHead(1, 1, 4);
+  miscounted.chunk_count = 2;
+  for (const std::string& damaged : {truncated, bad_magic, short_head, layout::EncodeCheckpointHead(miscounted)}) {
     {
       RawDb raw(path_);
       ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
@@ -726,6 +923,165 @@ TEST_F(RocksDbStoreTest, CorruptedCheckpointIsReportedAsCorruption) {
     EXPECT_THAT(std::string(checkpoint.status().message()), HasSubstr("worker 1"));
     EXPECT_EQ(store->PutCheckpoint(1, 1, 2, "next").code(), Code::kCorruption);
   }
+}
+
+// The checkpoint family's keys of `worker`: its head, then its chunks.
+std::vector<std::string> CheckpointKeysOf(RawDb& raw, WorkerId worker) {
+  std::vector<std::string> keys = raw.Keys(RawDb::kCheckpoint);
+  std::erase_if(keys, [&](const std::string& key) { return !key.starts_with(layout::WorkerKey(worker)); });
+  return keys;
+}
+
+std::vector<std::string> ExpectedCheckpointKeys(WorkerId worker, std::uint64_t chunks) {
+  std::vector<std::string> keys = {layout::WorkerKey(worker)};
+  for (std::uint64_t c = 0; c < chunks; ++c) keys.push_back(layout::CheckpointChunkKey(worker, c));
+  return keys;
+}
+
+TEST_F(RocksDbStoreTest, ChunkedCheckpointSurvivesReopenAndLeavesNoStaleChunks) {
+  const ExpectedCheckpoint big{1, 2, RandomRecord(2 * kChunk + 1, 3)};
+  const ExpectedCheckpoint other{1, 1, RandomRecord(kChunk + 5, 4)};
+  {
+    STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
+    for (WorkerId w : {1u, 2u}) {
+      STORE_ASSERT_OK_AND_ASSIGN(Epoch e, store->BeginIncarnation(w));
+      STORE_ASSERT_OK(store->Append(w, e, Records(w, 1, 3), {}));
+    }
+    STORE_ASSERT_OK(store->PutCheckpoint(1, 1, big.at, big.record));
+    STORE_ASSERT_OK(store->PutCheckpoint(2, 1, other.at, other.record));
+  }
+  {
+    RawDb raw(path_);
+    ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
+    EXPECT_EQ(CheckpointKeysOf(raw, 1), ExpectedCheckpointKeys(1, 3));
+    EXPECT_EQ(CheckpointKeysOf(raw, 2), ExpectedCheckpointKeys(2, 2));
+  }
+  const ExpectedCheckpoint smaller{1, 3, RandomRecord(kChunk / 2, 5)};
+  {
+    STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
+    ExpectPart(store.get(), 1, big, 0, kWhole);
+    ExpectPart(store.get(), 1, big, kChunk - 1, 2);
+    STORE_ASSERT_OK(store->PutCheckpoint(1, 1, smaller.at, smaller.record));
+  }
+  {
+    // The bigger checkpoint's last two chunks went with it; worker 2's stay.
+    RawDb raw(path_);
+    ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
+    EXPECT_EQ(CheckpointKeysOf(raw, 1), ExpectedCheckpointKeys(1, 1));
+    EXPECT_EQ(CheckpointKeysOf(raw, 2), ExpectedCheckpointKeys(2, 2));
+  }
+  STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
+  ExpectPart(store.get(), 1, smaller, 0, kWhole);
+  ExpectPart(store.get(), 2, other, 0, kWhole);
+  STORE_ASSERT_OK(store->PutCheckpoint(1, 1, 3, ""));
+  ExpectPart(store.get(), 1, ExpectedCheckpoint{1, 3, ""}, 0, kWhole);
+  store.reset();
+  RawDb raw(path_);
+  ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
+  EXPECT_EQ(CheckpointKeysOf(raw, 1), ExpectedCheckpointKeys(1, 0));
+}
+
+TEST_F(RocksDbStoreTest, DamagedCheckpointChunksAreCorruptionAndOnlyTheChunksOfAPartAreRead) {
+  const ExpectedCheckpoint expected{1, 1, RandomRecord(2 * kChunk + 10, 6)};
+  {
+    STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
+    STORE_ASSERT_OK_AND_ASSIGN(Epoch e, store->BeginIncarnation(1));
+    STORE_ASSERT_OK(store->Append(1, e, Records(1, 1, 1), {}));
+    STORE_ASSERT_OK(store->PutCheckpoint(1, e, expected.at, expected.record));
+  }
+  const std::string chunk_header = layout::CheckpointChunkHeader();
+  const std::string short_chunk = chunk_header + expected.record.substr(kChunk, kChunk - 1);
+  const std::string long_last_chunk = chunk_header + expected.record.substr(2 * kChunk) + "x";
+  std::string bad_magic = chunk_header + expected.record.substr(kChunk, kChunk);
+  bad_magic[1] ^= 0x5a;
+  struct Damage {
+    std::uint64_t chunk;
+    std::optional<std::string> value;  // nullopt: deleted
+    std::string message;
+  };
+  const std::vector<Damage> damages = {
+      {1, short_chunk, "chunk 1 of 3: stored checkpoint chunk holds 4194303 bytes, not 4194304"},
+      {2, long_last_chunk, "chunk 2 of 3: stored checkpoint chunk holds 11 bytes, not 10"},
+      {1, bad_magic, "chunk 1 of 3: stored checkpoint chunk has a bad magic number"},
+      {1, "LSC", "chunk 1 of 3: stored checkpoint chunk has a bad magic number or is truncated (3 bytes)"},
+      {2, std::nullopt, "chunk 2 of 3 is missing"},
+  };
+  for (const Damage& damage : damages) {
+    SCOPED_TRACE(damage.message);
+    const std::string key = layout::CheckpointChunkKey(1, damage.chunk);
+    {
+      RawDb raw(path_);
+      ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
+      ASSERT_TRUE(
+          (damage.value ? raw.Put(RawDb::kCheckpoint, key, *damage.value) : raw.Delete(RawDb::kCheckpoint, key)).ok());
+    }
+    STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
+    for (auto [offset, max_bytes] :
+         {std::pair{damage.chunk * kChunk, std::uint64_t{1}}, std::pair{std::uint64_t{0}, kWhole}}) {
+      auto part = store->ReadCheckpointPart(1, offset, max_bytes);
+      ASSERT_FALSE(part.ok());
+      EXPECT_EQ(part.status().code(), Code::kCorruption) << part.status().ToString();
+      EXPECT_THAT(std::string(part.status().message()), HasSubstr("checkpoint of worker 1, " + damage.message));
+    }
+    // Parts of the chunks before it are read without it.
+    ExpectPart(store.get(), 1, expected, 0, kChunk);
+    ExpectPart(store.get(), 1, expected, 0, 0);
+    store.reset();
+    RawDb raw(path_);  // repaired for the next damage
+    ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
+    ASSERT_TRUE(
+        raw.Put(RawDb::kCheckpoint, key, chunk_header + expected.record.substr(damage.chunk * kChunk, kChunk)).ok());
+  }
+}
+
+TEST_F(RocksDbStoreTest, CheckpointValuesOfAnotherVersionAreFailedPrecondition) {
+  {
+    STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
+    STORE_ASSERT_OK_AND_ASSIGN(Epoch e, store->BeginIncarnation(1));
+    STORE_ASSERT_OK(store->Append(1, e, Records(1, 1, 1), {}));
+    STORE_ASSERT_OK(store->PutCheckpoint(1, e, 1, "snap"));
+  }
+  const std::string head = layout::EncodeCheckpointHead(layout::NewCheckpointHead(1, 1, 4));
+  const std::string chunk = layout::CheckpointChunkHeader() + "snap";
+  std::string newer_head = head;
+  std::string newer_chunk = chunk;
+  newer_head[4] = 3;  // version, low byte
+  newer_chunk[4] = 3;
+  const std::pair<std::string, std::string> versions[] = {{newer_head, chunk}, {head, newer_chunk}};
+  for (const auto& [head_value, chunk_value] : versions) {
+    {
+      RawDb raw(path_);
+      ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
+      ASSERT_TRUE(raw.Put(RawDb::kCheckpoint, layout::WorkerKey(1), head_value).ok());
+      ASSERT_TRUE(raw.Put(RawDb::kCheckpoint, layout::CheckpointChunkKey(1, 0), chunk_value).ok());
+    }
+    STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
+    auto part = store->ReadCheckpointPart(1, 0, kWhole);
+    ASSERT_FALSE(part.ok());
+    EXPECT_EQ(part.status().code(), Code::kFailedPrecondition) << part.status().ToString();
+    EXPECT_THAT(std::string(part.status().message()), HasSubstr("format version 3"));
+  }
+}
+
+// A store of format version 1 kept each checkpoint as one value, which this
+// build would misread as a head: it is refused when opened, not when read.
+TEST_F(RocksDbStoreTest, RefusesAStoreOfTheWholeValueCheckpointLayout) {
+  { STORE_ASSERT_OK_AND_ASSIGN(auto store, Open()); }
+  {
+    RawDb raw(path_);
+    ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
+    ASSERT_TRUE(raw.Put(RawDb::kMeta, layout::kFormatKey, FormatMarkerWithVersion(1)).ok());
+    std::string v1_checkpoint("\x57\x43\x53\x4c\x01\x00", 6);  // "LSCW" version 1
+    v1_checkpoint.append(16, '\x01');                          // epoch, at
+    v1_checkpoint.append("snap");
+    ASSERT_TRUE(raw.Put(RawDb::kCheckpoint, layout::WorkerKey(1), v1_checkpoint).ok());
+  }
+  auto store = Open();
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), Code::kFailedPrecondition) << store.status().ToString();
+  EXPECT_THAT(std::string(store.status().message()), HasSubstr(path_));
+  EXPECT_THAT(std::string(store.status().message()),
+              HasSubstr("store format version 1 is not supported (this build reads version 2)"));
 }
 
 TEST_F(RocksDbStoreTest, CorruptedMetadataFailsTheOpen) {

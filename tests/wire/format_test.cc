@@ -578,14 +578,18 @@ TEST(WireMetaTest, IndexRoundTrips) {
 
 TEST(WireMetaTest, FormatMarkerIsMagicAndVersionOnly) {
   const std::string marker = EncodedMarker();
-  EXPECT_EQ(marker, ByteBuilder().U32(kMetaMagic).U16(kFormatVersion).bytes());
+  EXPECT_EQ(marker, ByteBuilder().U32(kMetaMagic).U16(kStoreFormatVersion).bytes());
   EXPECT_TRUE(CheckFormatMarker(marker).ok());
 }
 
 TEST(WireMetaTest, FormatMarkerOfAnotherVersionIsFailedPrecondition) {
-  const Status s = CheckFormatMarker(ByteBuilder().U32(kMetaMagic).U16(2).bytes());
-  EXPECT_EQ(s.code(), Code::kFailedPrecondition);
-  EXPECT_EQ(s.message(), "store format version 2 is not supported (this build reads version 1)");
+  // Version 1 stored each checkpoint as one value.
+  const Status older = CheckFormatMarker(ByteBuilder().U32(kMetaMagic).U16(1).bytes());
+  EXPECT_EQ(older.code(), Code::kFailedPrecondition);
+  EXPECT_EQ(older.message(), "store format version 1 is not supported (this build reads version 2)");
+  const Status newer = CheckFormatMarker(ByteBuilder().U32(kMetaMagic).U16(3).bytes());
+  EXPECT_EQ(newer.code(), Code::kFailedPrecondition);
+  EXPECT_EQ(newer.message(), "store format version 3 is not supported (this build reads version 2)");
   // A future marker may be longer; the version still decides.
   EXPECT_EQ(CheckFormatMarker(ByteBuilder().U32(kMetaMagic).U16(7).Raw("more").bytes()).code(),
             Code::kFailedPrecondition);
@@ -1025,11 +1029,13 @@ TEST(WireRejectTest, BadMagicIsCorruptionNamingBoth) {
 
 TEST(WireRejectTest, UnknownVersionIsFailedPreconditionNamingBoth) {
   for (auto [bytes, decoder] : ValidRecords()) {
-    bytes[4] = 2;  // version, low byte
+    // The store's marker has a version of its own.
+    const std::uint16_t reads = decoder.name == "marker" ? kStoreFormatVersion : kFormatVersion;
+    bytes[4] = 9;  // version, low byte
     const Status s = decoder.decode(bytes);
     EXPECT_EQ(s.code(), Code::kFailedPrecondition) << decoder.name << ": " << s.ToString();
-    EXPECT_NE(s.message().find("version 2"), std::string_view::npos) << s.ToString();
-    EXPECT_NE(s.message().find("version 1"), std::string_view::npos) << s.ToString();
+    EXPECT_NE(s.message().find("version 9"), std::string_view::npos) << s.ToString();
+    EXPECT_NE(s.message().find("reads version " + std::to_string(reads)), std::string_view::npos) << s.ToString();
   }
   LogEntry e;
   const Status s = DecodeEntry(ByteBuilder().RecordHeader(kEntryMagic, 0x0100).bytes(), &e);
