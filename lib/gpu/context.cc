@@ -314,9 +314,6 @@ class ContextImpl::Restorer {
       return Status(Code::kFailedPrecondition, "format version " + std::to_string(version) + ", this build reads " +
                                                    std::to_string(kSnapshotVersion));
     if (!GetLe(in, 4, &count)) return more;
-    if (count > context_.buffers_.size())
-      return Status(Code::kFailedPrecondition, std::to_string(count) + " buffers; " +
-                                                   std::to_string(context_.buffers_.size()) + " are registered");
     std::uint64_t data_bytes = 0;
     std::vector<std::pair<Buffer*, std::size_t>> plan;
     for (std::uint64_t i = 0; i < count; ++i) {

@@ -125,7 +125,7 @@ TEST_P(GpuContextTest, SnapshotRestoresEveryBufferAndRefusesBadRecords) {
   CORE_ASSERT_OK(context->Write(b, 0, "abc"));
 
   std::string flipped = snapshot;
-  flipped[40] ^= 1;
+  flipped[100] ^= 1;  // a byte of weights'
   std::string wrong_version = snapshot;
   wrong_version[4] = 9;
   for (const std::string& bad : {snapshot.substr(0, 30), flipped, std::string("LSGX") + snapshot.substr(4)})
