@@ -1197,7 +1197,10 @@ Status WorkerImpl::LoadCheckpoint() {
          head.size() < r.record_bytes) {
     // Fields longer than the first part (a long outbox): twice as much.
     auto more = ReadCheckpointBytes(r, head.size(), std::min<std::uint64_t>(head.size(), r.record_bytes - head.size()));
-    if (!more.ok()) return more.status().WithContext("reading the latest checkpoint");
+    if (!more.ok()) {
+      if (more.status().code() == Code::kCorruption) ++metrics_.corrupt_records;
+      return more.status().WithContext("reading the latest checkpoint");
+    }
     head += *more;
   }
   if (decoded.ok() && (c.worker != options_.id || c.num_workers != n_ || c.at != r.at ||
@@ -1241,10 +1244,6 @@ Result<std::string> WorkerImpl::ReadCheckpointBytes(const RestoredSnapshot& r, s
     return Aborted("the checkpoint at " + std::to_string(r.at) + " was replaced while it was read");
   }
   if ((*part)->total_bytes != r.record_bytes || (*part)->bytes.size() != size) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      ++metrics_.corrupt_records;
-    }
     return Corruption("the store returned " + std::to_string((*part)->bytes.size()) + " bytes at offset " +
                       std::to_string(offset) + " of a " + std::to_string((*part)->total_bytes) +
                       "-byte checkpoint record; " + std::to_string(size) + " bytes of a " +
@@ -1285,7 +1284,13 @@ Status WorkerImpl::StreamSnapshot(const RestoredSnapshot& r, const std::function
   if (offset < end) next = std::async(std::launch::async, read, offset);
   while (offset < end) {
     Result<std::string> part = next.get();
-    if (!part.ok()) return part.status().WithContext("reading the snapshot to restore");
+    if (!part.ok()) {
+      if (part.status().code() == Code::kCorruption) {
+        std::lock_guard<std::mutex> lock(mu_);
+        ++metrics_.corrupt_records;
+      }
+      return part.status().WithContext("reading the snapshot to restore");
+    }
     offset += part->size();
     if (offset < end) next = std::async(std::launch::async, read, offset);
     LSTASH_RETURN_IF_ERROR(sink(*part));  // a pending read finishes in next's destructor

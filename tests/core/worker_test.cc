@@ -1471,6 +1471,22 @@ TEST_F(WorkerCheckpointTest, CheckpointWhileGatheringIsRefused) {
   CORE_EXPECT_OK(a->health());
 }
 
+// Answers reads of checkpoint parts wrongly, when told to.
+class TamperingStore final : public StoreWrapper {
+ public:
+  using StoreWrapper::StoreWrapper;
+  enum class Tamper { kNone, kShort, kReplaced } tamper = Tamper::kNone;
+  Result<std::optional<CheckpointPart>> ReadCheckpointPart(WorkerId w, std::uint64_t offset,
+                                                           std::uint64_t max_bytes) override {
+    auto part = StoreWrapper::ReadCheckpointPart(w, offset, max_bytes);
+    if (part.ok() && part->has_value() && offset > 0) {  // Open's first read is left alone
+      if (tamper == Tamper::kShort) (*part)->bytes.pop_back();
+      if (tamper == Tamper::kReplaced) ++(*part)->at;
+    }
+    return part;
+  }
+};
+
 // A snapshot too large to come with the checkpoint's fields stays in the
 // store at Open and streams back in parts: the engine sees every byte, in
 // order, in parts of a few MiB, once.
@@ -1506,20 +1522,7 @@ TEST_F(WorkerCheckpointTest, ALargeSnapshotStreamsBackInPartsAndIsReadOnce) {
 // (counted), a part of another checkpoint means it was replaced; either way,
 // and after the engine's own error, the snapshot can be read again.
 TEST_F(WorkerCheckpointTest, ABadSnapshotPartIsRefusedAndTheSnapshotCanBeReadAgain) {
-  class TamperingStore final : public StoreWrapper {
-   public:
-    using StoreWrapper::StoreWrapper;
-    enum class Tamper { kNone, kShort, kReplaced } tamper = Tamper::kNone;
-    Result<std::optional<CheckpointPart>> ReadCheckpointPart(WorkerId w, std::uint64_t offset,
-                                                             std::uint64_t max_bytes) override {
-      auto part = StoreWrapper::ReadCheckpointPart(w, offset, max_bytes);
-      if (part.ok() && part->has_value() && offset > 0) {  // the head is read whole at Open
-        if (tamper == Tamper::kShort) (*part)->bytes.pop_back();
-        if (tamper == Tamper::kReplaced) ++(*part)->at;
-      }
-      return part;
-    }
-  } store(store_.get());
+  TamperingStore store(store_.get());
   const std::string big(3 * 1024 * 1024, 's');
   auto w = Open(Options(0, 1), &store);
   ASSERT_NE(w, nullptr);
@@ -1567,6 +1570,10 @@ TEST_F(WorkerCheckpointTest, ACheckpointWithALongOutboxLoads) {
   ASSERT_GT(cp->bytes.size(), 2u << 20) << "the fields must not fit the first part";
   w.reset();
 
+  TamperingStore tampering(store_.get());
+  tampering.tamper = TamperingStore::Tamper::kShort;
+  auto refused = Worker::Open(Options(0, 2), &tampering);
+  EXPECT_EQ(refused.status().code(), Code::kCorruption) << "a short part of the fields";
   w = Open(Options(0, 2));
   ASSERT_NE(w, nullptr);
   CORE_ASSERT_OK_AND_ASSIGN(auto snapshot, w->TakeRestoredSnapshot());
