@@ -1444,8 +1444,8 @@ Status WorkerImpl::Checkpoint(std::string snapshot) {
   c.snapshot = std::move(snapshot);
   PendingCheckpoint p;
   p.at = c.at;
-  wire::EncodeCheckpoint(c, &p.bytes);
   if (options_.mode == Mode::kWriteFirst) {
+    wire::EncodeCheckpoint(c, &p.bytes);
     Status s = RetryUnavailable([&] { return store_->PutCheckpoint(options_.id, epoch_, p.at, p.bytes); });
     if (!s.ok()) {
       SetSticky(s.WithContext("checkpoint"));
@@ -1462,6 +1462,7 @@ Status WorkerImpl::Checkpoint(std::string snapshot) {
     ReleaseStable();
     return Status::OK();
   }
+  p.record = std::move(c);
   pending_checkpoint_ = std::move(p);
   return Status::OK();
 }
@@ -1612,6 +1613,10 @@ Result<std::size_t> WorkerImpl::FlushRound() {
     }
   }
   if (checkpoint) {
+    if (checkpoint->bytes.empty()) {
+      wire::EncodeCheckpoint(checkpoint->record, &checkpoint->bytes);
+      checkpoint->record = {};
+    }
     Status s = store_->PutCheckpoint(options_.id, epoch, checkpoint->at, checkpoint->bytes);
     if (s.ok()) FailurePointHere(FailurePoint::kMidCheckpoint);
     Locked lock(this);

@@ -117,6 +117,9 @@ class WorkerImpl final : public Worker {
   };
   struct PendingCheckpoint {
     LogIndex at = 0;
+    wire::CheckpointRecord record;
+    // Encoded by the flusher, off the engine thread (it copies a snapshot
+    // of maybe GiBs); empty until then.
     std::string bytes;
   };
 
