@@ -270,9 +270,10 @@ class ContextImpl::Restorer {
       case Stage::kData: {
         auto& [buffer, written] = plan_[next_];
         const std::size_t n = std::min<std::size_t>(part.size(), buffer->bytes - written);
-        if (whole_.empty()) XXH3_64bits_update(digest_.get(), part.data(), n);
+        // Copy first: the device's transfer of the copy's tail overlaps the hashing.
         if (Status s = context_.device_->CopyIn(static_cast<char*>(buffer->data) + written, part.data(), n); !s.ok())
           return s;
+        if (whole_.empty()) XXH3_64bits_update(digest_.get(), part.data(), n);
         written += n;
         part.remove_prefix(n);
         if (written == buffer->bytes && ++next_ == plan_.size()) stage_ = Stage::kDigest;
