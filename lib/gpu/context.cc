@@ -31,6 +31,13 @@ bool GetLe(std::string_view& in, int bytes, std::uint64_t* v) {
   return true;
 }
 
+// A digest trailer: the little-endian u64 in `eight` bytes.
+std::uint64_t Le64(std::string_view eight) {
+  std::uint64_t v = 0;
+  (void)GetLe(eight, 8, &v);
+  return v;
+}
+
 }  // namespace
 
 std::string_view BackendName(Backend backend) { return backend == Backend::kCuda ? "cuda" : "cpu"; }
@@ -225,7 +232,7 @@ class ContextImpl::Restorer {
   Status Feed(std::string_view part) {
     if (digest_ == nullptr) return Status(Code::kResourceExhausted, "gpu restore: out of memory");
     while (!part.empty()) {
-      if (Status s = FeedSome(part); !s.ok()) return Refuse(s);
+      if (Status s = FeedSome(part); !s.ok()) return copy_failed_ ? s : Refuse(s);
     }
     return Status::OK();
   }
@@ -259,8 +266,11 @@ class ContextImpl::Restorer {
           return Status::OK();
         }
         if (!s.ok()) return s;
-        if (!whole_.empty() && WholeDigest() != wire::Digest(whole_.substr(0, whole_.size() - 8)))
-          return Status(Code::kCorruption, "digest mismatch");
+        if (!whole_.empty()) {
+          const std::size_t body = whole_.size() - 8;  // the table fit, and its size matched: >= 12
+          if (Le64(whole_.substr(body)) != wire::Digest(whole_.substr(0, body)))
+            return Status(Code::kCorruption, "digest mismatch");
+        }
         XXH3_64bits_update(digest_.get(), pending_.data(), table_bytes);
         part.remove_prefix(table_bytes - before);
         pending_.clear();
@@ -271,8 +281,10 @@ class ContextImpl::Restorer {
         auto& [buffer, written] = plan_[next_];
         const std::size_t n = std::min<std::size_t>(part.size(), buffer->bytes - written);
         // Copy first: the device's transfer of the copy's tail overlaps the hashing.
-        if (Status s = context_.device_->CopyIn(static_cast<char*>(buffer->data) + written, part.data(), n); !s.ok())
+        if (Status s = context_.device_->CopyIn(static_cast<char*>(buffer->data) + written, part.data(), n); !s.ok()) {
+          copy_failed_ = true;  // the device's failure, not the record's
           return s;
+        }
         if (whole_.empty()) XXH3_64bits_update(digest_.get(), part.data(), n);
         written += n;
         part.remove_prefix(n);
@@ -284,10 +296,7 @@ class ContextImpl::Restorer {
         pending_.append(part.substr(0, n));
         part.remove_prefix(n);
         if (pending_.size() < 8) return Status::OK();
-        std::string_view trailer = pending_;
-        std::uint64_t digest = 0;
-        (void)GetLe(trailer, 8, &digest);
-        if (whole_.empty() && digest != XXH3_64bits_digest(digest_.get()))
+        if (whole_.empty() && Le64(pending_) != XXH3_64bits_digest(digest_.get()))
           return Status(Code::kCorruption, "digest mismatch");
         stage_ = Stage::kDone;
         return Status::OK();
@@ -295,13 +304,6 @@ class ContextImpl::Restorer {
       case Stage::kDone: return Status(Code::kCorruption, "trailing bytes");
     }
     return Status(Code::kInternal, "gpu snapshot: bad stage");
-  }
-
-  std::uint64_t WholeDigest() const {
-    std::string_view trailer = whole_.substr(whole_.size() - 8);
-    std::uint64_t digest = 0;
-    (void)GetLe(trailer, 8, &digest);
-    return digest;
   }
 
   // kNotFound while pending_ holds only part of the table.
@@ -353,6 +355,7 @@ class ContextImpl::Restorer {
   std::string pending_;  // the table, or the digest, while it comes in pieces
   std::vector<std::pair<Buffer*, std::size_t>> plan_;  // buffer, bytes written
   std::size_t next_ = 0;                               // plan_'s buffer being written
+  bool copy_failed_ = false;
   std::unique_ptr<XXH3_state_t, XXH_errorcode (*)(XXH3_state_t*)> digest_;
 };
 
