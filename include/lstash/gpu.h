@@ -3,8 +3,9 @@
 // When a worker that drives a GPU dies, its CUDA context and every byte of
 // device memory die with it. A gpu::Context holds that state as named device
 // buffers, registered as worker state: Snapshot() copies them out for a
-// checkpoint (asynchronously, into pinned host memory) and RestoreFrom() puts
-// them back on recovery, streamed from the store. A gpu::TaskScope wraps one task's GPU work and logs, through
+// checkpoint (asynchronously, into pinned host memory; the worker's flusher
+// encodes them) and RestoreFrom() puts them back on recovery, streamed from
+// the store. A gpu::TaskScope wraps one task's GPU work and logs, through
 // the task's Worker, every nondeterministic thing the GPU does, so replay
 // regenerates the same device state:
 //
@@ -103,6 +104,7 @@ struct Stats {
   std::uint64_t raced_launches = 0;
   std::uint64_t snapshots = 0;
   std::uint64_t snapshot_bytes = 0;
+  std::uint64_t snapshot_host_bytes = 0;  // host memory holding snapshots' copies now
   std::uint64_t restores = 0;
   std::uint64_t corrupt_snapshots = 0;  // refused by Restore or RestoreFrom
 };
@@ -147,12 +149,15 @@ class LSTASH_EXPORT Context {
   virtual Result<std::uint64_t> Digest(BufferId buffer) = 0;
 
   // Checkpoints: every registered buffer (names, sizes, bytes) in one record
-  // with a magic number and a format version. BeginSnapshot queues the
-  // device-to-host copies into pinned memory and returns at once; later
-  // kernels are ordered after the copies. FinishSnapshot waits and encodes.
-  virtual Status BeginSnapshot() = 0;
-  virtual Result<std::string> FinishSnapshot() = 0;
-  Result<std::string> Snapshot();
+  // with a magic number and a format version. Snapshot queues the
+  // device-to-host copies into pinned host memory and returns at once, with
+  // a deferred EngineSnapshot for Worker::Checkpoint: the worker's flusher
+  // waits for the copies and encodes the record, off the engine thread.
+  // Kernels queued later are ordered after the copies. Each snapshot not yet
+  // written holds pinned memory the size of the buffers (Stats::
+  // snapshot_host_bytes); the set is reused by the next snapshot once written.
+  // EngineSnapshot::Bytes() gives the record at once.
+  virtual Result<EngineSnapshot> Snapshot() = 0;
   // Replaces the contents of the buffers named in the snapshot, which must
   // be registered with the same sizes. A bad record is refused (kCorruption,
   // or kFailedPrecondition for a version or buffers that do not fit; counted

@@ -270,6 +270,41 @@ struct Metrics {
   bool recovering = false;     // now
 };
 
+// An engine's snapshot, handed to Worker::Checkpoint: its bytes, or -- for
+// GiBs of (device) state -- its size and a writer the Worker calls later, on
+// the thread that flushes (the background flusher, if enabled), so that
+// gathering and encoding the state costs the engine thread nothing. The
+// writer feeds exactly `size` bytes to `sink`, in order; it is called at
+// most once (never if a newer checkpoint replaces this one first), must not
+// call the Worker, and is destroyed once no longer needed, on that thread,
+// freeing what it holds.
+class LSTASH_EXPORT EngineSnapshot {
+ public:
+  using Sink = std::function<Status(std::string_view part)>;
+  using Writer = std::function<Status(const Sink& sink)>;
+
+  EngineSnapshot(std::string bytes);  // NOLINT: implicit, bytes are a snapshot
+  EngineSnapshot(const char* bytes) : EngineSnapshot(std::string(bytes)) {}  // NOLINT
+  EngineSnapshot(std::uint64_t size, Writer write);
+  EngineSnapshot(EngineSnapshot&&) noexcept;
+  EngineSnapshot& operator=(EngineSnapshot&&) noexcept;
+  ~EngineSnapshot();
+
+  std::uint64_t size() const { return size_; }
+  // Feeds the bytes to `sink` and releases the writer. A writer's error is
+  // returned as is; one that gives other than size() bytes is kInternal.
+  // kFailedPrecondition if already written.
+  Status WriteTo(const Sink& sink);
+  // The bytes, whole (WriteTo into one string).
+  Result<std::string> Bytes();
+
+ private:
+  std::uint64_t size_ = 0;
+  std::string bytes_;
+  Writer write_;
+  bool written_ = false;
+};
+
 class LSTASH_EXPORT Worker {
  public:
   // Opens this worker's incarnation against `store` (not owned; must outlive
@@ -322,8 +357,11 @@ class LSTASH_EXPORT Worker {
 
   // Hands the library a snapshot of the engine's state as of now (after the
   // running task; ends it). Once it is durable, recovery starts from it and
-  // the log before it is deleted. Asynchronous unless mode is kWriteFirst.
-  virtual Status Checkpoint(std::string snapshot) = 0;
+  // the log before it is deleted. Asynchronous unless mode is kWriteFirst
+  // (then a deferred snapshot is written inside this call). A deferred
+  // snapshot whose writer fails fails the Worker, as a store error would
+  // (with the writer's error; kAborted for its kUnavailable: not retried).
+  virtual Status Checkpoint(EngineSnapshot snapshot) = 0;
 
   // The size of the engine snapshot a recovering worker must restore before
   // running tasks, or nullopt if recovery starts from the beginning (or the

@@ -24,6 +24,46 @@ Result<std::optional<std::string>> Worker::TakeRestoredSnapshot() {
   return std::optional<std::string>(std::move(whole));
 }
 
+EngineSnapshot::EngineSnapshot(std::string bytes) : size_(bytes.size()), bytes_(std::move(bytes)) {}
+EngineSnapshot::EngineSnapshot(std::uint64_t size, Writer write) : size_(size), write_(std::move(write)) {}
+EngineSnapshot::EngineSnapshot(EngineSnapshot&&) noexcept = default;
+EngineSnapshot& EngineSnapshot::operator=(EngineSnapshot&&) noexcept = default;
+EngineSnapshot::~EngineSnapshot() = default;
+
+Status EngineSnapshot::WriteTo(const Sink& sink) {
+  if (written_) return FailedPrecondition("engine snapshot: already written");
+  written_ = true;
+  if (!write_) {
+    Status s = bytes_.empty() ? Status::OK() : sink(bytes_);
+    bytes_ = {};
+    return s;
+  }
+  const Writer write = std::exchange(write_, nullptr);  // released when this returns
+  std::uint64_t given = 0;
+  LSTASH_RETURN_IF_ERROR(write([&](std::string_view part) {
+    given += part.size();
+    return given > size_ ? Status::OK() : sink(part);
+  }));
+  if (given != size_)
+    return Status(Code::kInternal, "engine snapshot: its writer gave " + std::to_string(given) +
+                                       " bytes, declared " + std::to_string(size_));
+  return Status::OK();
+}
+
+Result<std::string> EngineSnapshot::Bytes() {
+  if (!write_ && !written_) {
+    written_ = true;
+    return std::move(bytes_);
+  }
+  std::string whole;
+  whole.reserve(size_);
+  LSTASH_RETURN_IF_ERROR(WriteTo([&](std::string_view part) {
+    whole.append(part);
+    return Status::OK();
+  }));
+  return whole;
+}
+
 std::string_view ModeName(Mode mode) {
   switch (mode) {
     case Mode::kLineageStash: return "lineage-stash";
@@ -1420,7 +1460,22 @@ void WorkerImpl::PeerDown(WorkerId peer) {
 // ---------------------------------------------------------------------------
 // Checkpoints
 
-Status WorkerImpl::Checkpoint(std::string snapshot) {
+Status WorkerImpl::PendingCheckpoint::Encode() {
+  wire::EncodeCheckpointHead(record, snapshot.size(), &bytes);
+  record = {};
+  Status s = snapshot.WriteTo([&](std::string_view part) {
+    bytes.append(part);
+    return Status::OK();
+  });
+  snapshot = EngineSnapshot(std::string());
+  if (s.ok()) return s;
+  bytes = {};
+  // Not retried (the writer gave up its snapshot): no code that invites a retry.
+  if (s.code() == Code::kUnavailable) s = Status(Code::kAborted, s.message());
+  return s.WithContext("writing the engine's snapshot");
+}
+
+Status WorkerImpl::Checkpoint(EngineSnapshot snapshot) {
   Locked lock(this);
   LSTASH_RETURN_IF_ERROR(CheckUsable());
   if (phase_ == Phase::kGathering) return FailedPrecondition("Checkpoint while gathering lineage: nothing has run yet");
@@ -1441,12 +1496,13 @@ Status WorkerImpl::Checkpoint(std::string snapshot) {
     if (w != options_.id && frontier_[w].index > 0) c.frontier.push_back(frontier_[w]);
     for (const auto& m : out_[w].outbox) c.outbox.push_back(m.msg);
   }
-  c.snapshot = std::move(snapshot);
   PendingCheckpoint p;
   p.at = c.at;
+  p.record = std::move(c);
+  p.snapshot = std::move(snapshot);
   if (options_.mode == Mode::kWriteFirst) {
-    wire::EncodeCheckpoint(c, &p.bytes);
-    Status s = RetryUnavailable([&] { return store_->PutCheckpoint(options_.id, epoch_, p.at, p.bytes); });
+    Status s = p.Encode();
+    if (s.ok()) s = RetryUnavailable([&] { return store_->PutCheckpoint(options_.id, epoch_, p.at, p.bytes); });
     if (!s.ok()) {
       SetSticky(s.WithContext("checkpoint"));
       return health_;
@@ -1462,7 +1518,6 @@ Status WorkerImpl::Checkpoint(std::string snapshot) {
     ReleaseStable();
     return Status::OK();
   }
-  p.record = std::move(c);
   pending_checkpoint_ = std::move(p);
   return Status::OK();
 }
@@ -1613,11 +1668,10 @@ Result<std::size_t> WorkerImpl::FlushRound() {
     }
   }
   if (checkpoint) {
-    if (checkpoint->bytes.empty()) {
-      wire::EncodeCheckpoint(checkpoint->record, &checkpoint->bytes);
-      checkpoint->record = {};
-    }
-    Status s = store_->PutCheckpoint(options_.id, epoch, checkpoint->at, checkpoint->bytes);
+    // An engine's writer that fails is not retried: it gave up its snapshot.
+    Status s = checkpoint->bytes.empty() ? checkpoint->Encode() : Status::OK();
+    const bool encoded = s.ok();
+    if (encoded) s = store_->PutCheckpoint(options_.id, epoch, checkpoint->at, checkpoint->bytes);
     if (s.ok()) FailurePointHere(FailurePoint::kMidCheckpoint);
     Locked lock(this);
     checkpoint_in_flight_ = false;
@@ -1626,7 +1680,7 @@ Result<std::size_t> WorkerImpl::FlushRound() {
       checkpoint_durable_at_ = std::max(checkpoint_durable_at_, checkpoint->at);
       ++metrics_.checkpoints;
       ReleaseStable();
-    } else if (s.code() == Code::kUnavailable) {
+    } else if (encoded && s.code() == Code::kUnavailable) {
       ++metrics_.flush_retries;
       lease_renewed_at_ = 0;
       if (!pending_checkpoint_) pending_checkpoint_ = std::move(checkpoint);

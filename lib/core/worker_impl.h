@@ -53,7 +53,7 @@ class WorkerImpl final : public Worker {
   Result<std::string> Choose(const std::function<std::string()>& produce) override;
   std::vector<Frame> TakeFrames() override;
   void Tick() override;
-  Status Checkpoint(std::string snapshot) override;
+  Status Checkpoint(EngineSnapshot snapshot) override;
   std::optional<std::uint64_t> restored_snapshot_bytes() const override;
   Status ReadRestoredSnapshot(const std::function<Status(std::string_view part)>& sink) override;
   void PeerDown(WorkerId peer) override;
@@ -117,10 +117,13 @@ class WorkerImpl final : public Worker {
   };
   struct PendingCheckpoint {
     LogIndex at = 0;
-    wire::CheckpointRecord record;
-    // Encoded by the flusher, off the engine thread (it copies a snapshot
-    // of maybe GiBs); empty until then.
+    wire::CheckpointRecord record;  // its snapshot field left empty
+    EngineSnapshot snapshot{std::string()};
+    // Encoded by the flusher, off the engine thread (it copies or gathers a
+    // snapshot of maybe GiBs); empty until then.
     std::string bytes;
+    // record + snapshot into bytes, releasing both.
+    Status Encode();
   };
 
   // Runs queued listener callbacks after releasing mu_.

@@ -52,11 +52,6 @@ DeviceInfo ProbeCuda() { return ProbeCudaDevice(); }
 
 Context::~Context() = default;
 
-Result<std::string> Context::Snapshot() {
-  if (Status s = BeginSnapshot(); !s.ok()) return s;
-  return FinishSnapshot();
-}
-
 Result<std::unique_ptr<Context>> Context::Open(const ContextOptions& options) {
   if (options.streams < 1) return Status(Code::kInvalidArgument, "gpu context: streams must be at least 1");
   const Backend backend = options.backend.value_or(ProbeCudaDevice().present ? Backend::kCuda : Backend::kCpu);
@@ -71,15 +66,28 @@ Result<std::unique_ptr<Context>> Context::Open(const ContextOptions& options) {
   return std::unique_ptr<Context>(new ContextImpl(std::move(device), options.breakage));
 }
 
+// One snapshot's host copies of the buffers, pinned on CUDA. Freed by the
+// last holder: the context, or a snapshot written after the context closed.
+struct ContextImpl::Staging {
+  Staging(std::shared_ptr<Device> device, std::shared_ptr<std::atomic<std::uint64_t>> bytes)
+      : device(std::move(device)), bytes(std::move(bytes)) {}
+  ~Staging() {
+    for (void* p : host) device->FreeHost(p);
+    *bytes -= held_bytes;
+  }
+  const std::shared_ptr<Device> device;
+  const std::shared_ptr<std::atomic<std::uint64_t>> bytes;
+  std::vector<void*> host;  // by BufferId
+  std::uint64_t held_bytes = 0;
+  std::atomic<bool> in_use{false};  // by a snapshot not yet written (or dropped)
+};
+
 ContextImpl::ContextImpl(std::unique_ptr<Device> device, GpuBreakage breakage)
-    : device_(std::move(device)), breakage_(breakage) {}
+    : device_(std::move(device)), breakage_(breakage), staging_bytes_(std::make_shared<std::atomic<std::uint64_t>>(0)) {}
 
 ContextImpl::~ContextImpl() {
   (void)device_->Synchronize();
-  for (Buffer& b : buffers_) {
-    device_->Free(b.data);
-    if (b.staging != nullptr) device_->FreeHost(b.staging);
-  }
+  for (Buffer& b : buffers_) device_->Free(b.data);
 }
 
 const ContextImpl::Buffer* ContextImpl::Find(BufferId buffer) const {
@@ -92,7 +100,7 @@ Result<BufferId> ContextImpl::Allocate(std::string_view name, std::size_t bytes)
     if (b.name == name) return Status(Code::kInvalidArgument, "gpu buffer '" + std::string(name) + "' exists");
   auto data = device_->Allocate(bytes);
   if (!data.ok()) return data.status().WithContext("gpu buffer '" + std::string(name) + "'");
-  buffers_.push_back(Buffer{std::string(name), bytes, data.value(), nullptr});
+  buffers_.push_back(Buffer{std::string(name), bytes, data.value()});
   return static_cast<BufferId>(buffers_.size() - 1);
 }
 
@@ -177,43 +185,62 @@ Result<std::uint64_t> ContextImpl::Digest(BufferId buffer) {
   return device_->Digest(b->data, b->bytes);
 }
 
-Status ContextImpl::BeginSnapshot() {
-  if (snapshot_pending_) return Status(Code::kFailedPrecondition, "gpu snapshot: one is already in progress");
-  for (Buffer& b : buffers_) {
-    if (b.staging == nullptr) {
-      auto staging = device_->AllocateHost(b.bytes);
-      if (!staging.ok()) return staging.status().WithContext("gpu snapshot of '" + b.name + "'");
-      b.staging = staging.value();
-    }
-    if (Status s = device_->BeginCopyOut(b.staging, b.data, b.bytes); !s.ok()) return s;
+Result<EngineSnapshot> ContextImpl::Snapshot() {
+  std::shared_ptr<Staging> staging = staging_;
+  // Acquire: the last writer of a set is done with it before it is reused.
+  if (staging == nullptr || staging->in_use.load(std::memory_order_acquire))
+    staging = std::make_shared<Staging>(device_, staging_bytes_);
+  staging_ = staging;
+  while (staging->host.size() < buffers_.size()) {
+    const Buffer& b = buffers_[staging->host.size()];
+    auto host = device_->AllocateHost(b.bytes);
+    if (!host.ok()) return host.status().WithContext("gpu snapshot of '" + b.name + "'");
+    staging->host.push_back(host.value());
+    staging->held_bytes += b.bytes;
+    *staging_bytes_ += b.bytes;
   }
-  snapshot_pending_ = true;
-  return Status::OK();
-}
-
-Result<std::string> ContextImpl::FinishSnapshot() {
-  if (!snapshot_pending_) return Status(Code::kFailedPrecondition, "gpu snapshot: BeginSnapshot was not called");
-  snapshot_pending_ = false;
-  if (Status s = device_->WaitCopies(); !s.ok()) return s;
-  std::size_t total = 12 + 8;
-  for (const Buffer& b : buffers_) total += 12 + b.name.size() + b.bytes;
-  std::string out;
-  out.reserve(total);
-  PutLe(out, kSnapshotMagic, 4);
-  PutLe(out, kSnapshotVersion, 4);
-  PutLe(out, buffers_.size(), 4);
-  for (const Buffer& b : buffers_) {
-    PutLe(out, b.name.size(), 4);
-    out.append(b.name);
-    PutLe(out, b.bytes, 8);
+  std::string table;
+  PutLe(table, kSnapshotMagic, 4);
+  PutLe(table, kSnapshotVersion, 4);
+  PutLe(table, buffers_.size(), 4);
+  std::vector<std::size_t> sizes;
+  std::uint64_t record_bytes = 8;  // the digest
+  for (std::size_t i = 0; i < buffers_.size(); ++i) {
+    const Buffer& b = buffers_[i];
+    if (Status s = device_->BeginCopyOut(staging->host[i], b.data, b.bytes); !s.ok()) return s;
+    PutLe(table, b.name.size(), 4);
+    table.append(b.name);
+    PutLe(table, b.bytes, 8);
+    sizes.push_back(b.bytes);
+    record_bytes += b.bytes;
   }
-  for (const Buffer& b : buffers_) out.append(static_cast<const char*>(b.staging), b.bytes);
-  PutLe(out, wire::Digest(out), 8);
+  record_bytes += table.size();
   UpdateStats([&](Stats& s) {
     ++s.snapshots;
-    s.snapshot_bytes += out.size();
+    s.snapshot_bytes += record_bytes;
   });
-  return out;
+  // Held until the snapshot is written or dropped, whichever thread that is on.
+  staging->in_use.store(true, std::memory_order_relaxed);
+  std::shared_ptr<Staging> lease(staging.get(), [staging](Staging* s) {
+    s->in_use.store(false, std::memory_order_release);
+  });
+  return EngineSnapshot(record_bytes, [lease, table = std::move(table), sizes = std::move(sizes)](
+                                          const EngineSnapshot::Sink& sink) -> Status {
+    if (Status s = lease->device->WaitCopies(); !s.ok()) return s.WithContext("gpu snapshot");
+    std::unique_ptr<XXH3_state_t, XXH_errorcode (*)(XXH3_state_t*)> digest(XXH3_createState(), &XXH3_freeState);
+    if (digest == nullptr) return Status(Code::kResourceExhausted, "gpu snapshot: out of memory");
+    XXH3_64bits_reset(digest.get());
+    const auto emit = [&](std::string_view part) {
+      XXH3_64bits_update(digest.get(), part.data(), part.size());
+      return sink(part);
+    };
+    if (Status s = emit(table); !s.ok()) return s;
+    for (std::size_t i = 0; i < sizes.size(); ++i)
+      if (Status s = emit({static_cast<const char*>(lease->host[i]), sizes[i]}); !s.ok()) return s;
+    std::string trailer;
+    PutLe(trailer, XXH3_64bits_digest(digest.get()), 8);
+    return sink(trailer);
+  });
 }
 
 // Puts a snapshot record back as its bytes arrive, in parts of any size: the
@@ -376,7 +403,9 @@ Status ContextImpl::RestoreFrom(Worker& worker) {
 
 Stats ContextImpl::GetStats() const {
   std::lock_guard lock(stats_mu_);
-  return stats_;
+  Stats stats = stats_;
+  stats.snapshot_host_bytes = staging_bytes_->load();
+  return stats;
 }
 
 }  // namespace lstash::gpu

@@ -6,6 +6,7 @@
 
 #include <lstash/gpu.h>
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -37,8 +38,7 @@ class ContextImpl final : public Context {
   Status Axpby(float a, BufferId x, float b, BufferId y, std::size_t n) override;
   Result<std::uint64_t> Digest(BufferId buffer) override;
 
-  Status BeginSnapshot() override;
-  Result<std::string> FinishSnapshot() override;
+  Result<EngineSnapshot> Snapshot() override;
   Status Restore(std::string_view snapshot) override;
   Status RestoreFrom(Worker& worker) override;
 
@@ -61,18 +61,21 @@ class ContextImpl final : public Context {
 
  private:
   class Restorer;
+  struct Staging;
   struct Buffer {
     std::string name;
     std::size_t bytes = 0;
     void* data = nullptr;
-    void* staging = nullptr;  // host copy for snapshots, kept between them
   };
   const Buffer* Find(BufferId buffer) const;
 
-  std::unique_ptr<Device> device_;
+  std::shared_ptr<Device> device_;  // shared with snapshots not yet written
   GpuBreakage breakage_;
   std::vector<Buffer> buffers_;  // BufferId = index
-  bool snapshot_pending_ = false;
+  // Host copies for snapshots: the newest set, reused by the next snapshot
+  // unless one not yet written still holds it.
+  std::shared_ptr<Staging> staging_;
+  std::shared_ptr<std::atomic<std::uint64_t>> staging_bytes_;  // in all live sets
   mutable std::mutex stats_mu_;  // GetStats may be called from any thread
   Stats stats_;
 };

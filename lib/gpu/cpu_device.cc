@@ -25,13 +25,17 @@ class CpuDevice final : public Device {
   Result<void*> Allocate(std::size_t bytes) override {
     // Zeroed now, not on first touch (as calloc would): device memory is
     // committed when allocated, so the CPU path's timings put the cost there.
-    void* p = std::malloc(bytes == 0 ? 1 : bytes);
-    if (p == nullptr) return Status(Code::kResourceExhausted, "out of host memory");
-    std::memset(p, 0, bytes);
+    auto p = AllocateHost(bytes);
+    if (p.ok()) std::memset(p.value(), 0, bytes);
     return p;
   }
   void Free(void* p) override { std::free(p); }
-  Result<void*> AllocateHost(std::size_t bytes) override { return Allocate(bytes); }
+  // Not zeroed: a snapshot's copies overwrite all of it.
+  Result<void*> AllocateHost(std::size_t bytes) override {
+    void* p = std::malloc(bytes == 0 ? 1 : bytes);
+    if (p == nullptr) return Status(Code::kResourceExhausted, "out of host memory");
+    return p;
+  }
   void FreeHost(void* p) override { std::free(p); }
 
   Status CopyIn(void* dst, const void* src, std::size_t bytes) override { return Copy(dst, src, bytes); }

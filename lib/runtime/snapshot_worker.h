@@ -49,7 +49,7 @@ class SnapshotWorker final : public Worker {
   Result<std::string> Choose(const std::function<std::string()>& produce) override { return produce(); }
   std::vector<Frame> TakeFrames() override { return std::move(frames_); }
   void Tick() override {}
-  Status Checkpoint(std::string) override { return Status::OK(); }  // global snapshots instead
+  Status Checkpoint(EngineSnapshot) override { return Status::OK(); }  // global snapshots instead
   std::optional<std::uint64_t> restored_snapshot_bytes() const override { return std::nullopt; }  // see RollBack
   Status ReadRestoredSnapshot(const std::function<Status(std::string_view)>&) override {
     return Status(Code::kFailedPrecondition, "checkpoint-mode workers roll back with RollBack");

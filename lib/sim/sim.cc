@@ -138,7 +138,7 @@ class CrashingWorker final : public Worker {
   Result<std::string> Choose(const std::function<std::string()>& p) override { return inner_->Choose(p); }
   std::vector<Frame> TakeFrames() override { return inner_->TakeFrames(); }
   void Tick() override { inner_->Tick(); }
-  Status Checkpoint(std::string snapshot) override { return inner_->Checkpoint(std::move(snapshot)); }
+  Status Checkpoint(EngineSnapshot snapshot) override { return inner_->Checkpoint(std::move(snapshot)); }
   std::optional<std::uint64_t> restored_snapshot_bytes() const override { return inner_->restored_snapshot_bytes(); }
   Status ReadRestoredSnapshot(const std::function<Status(std::string_view)>& sink) override {
     return inner_->ReadRestoredSnapshot(sink);

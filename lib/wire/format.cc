@@ -809,14 +809,15 @@ Status DecodeFrame(std::string_view bytes, DecodedFrame* out) {
 // ---------------------------------------------------------------------------
 // Checkpoints
 
-void EncodeCheckpoint(const CheckpointRecord& record, std::string* out) {
+void EncodeCheckpointHead(const CheckpointRecord& record, std::uint64_t snapshot_size, std::string* out) {
   std::size_t size = kRecordHeaderBytes + 4 + 8 + 8 + 4 + 8 + kCountBytes + 8 * record.next_channel_seq.size() +
                      kCountBytes + 8 * record.executed_upto.size() + kCountBytes +
-                     kDepBytes * record.frontier.size() + kCountBytes + kLengthBytes + record.snapshot.size();
+                     kDepBytes * record.frontier.size() + kCountBytes + kLengthBytes;
   for (const OutboxMessage& m : record.outbox) {
     size += kMinOutboxMessageBytes + m.payload.size() + kDepBytes * m.deps.size();
   }
-  Writer w(out, kCheckpointMagic, size, record.snapshot);
+  out->reserve(size + snapshot_size);  // appended next, into this capacity (not zero-filled)
+  Writer w(out, kCheckpointMagic, size);
   w.U32(record.worker);
   w.U64(record.epoch);
   w.U64(record.at);
@@ -836,7 +837,12 @@ void EncodeCheckpoint(const CheckpointRecord& record, std::string* out) {
     w.Bytes(m.payload);
     w.Deps(m.deps);
   }
-  w.Bytes(record.snapshot);
+  w.U64(snapshot_size);
+}
+
+void EncodeCheckpoint(const CheckpointRecord& record, std::string* out) {
+  EncodeCheckpointHead(record, record.snapshot.size(), out);
+  out->append(record.snapshot);
 }
 
 namespace {

@@ -60,7 +60,8 @@ bool GetHeader(Reader& r, std::uint32_t magic) {
 
 void PutDeviceState(Writer& w, gpu::Context& context) {
   auto snapshot = context.Snapshot();
-  w.str(snapshot.ok() ? snapshot.value() : std::string());
+  auto bytes = snapshot.ok() ? snapshot.value().Bytes() : Result<std::string>(snapshot.status());
+  w.str(bytes.ok() ? bytes.value() : std::string());  // refused, and so reported, by GetDeviceState
 }
 
 Status GetDeviceState(Reader& r, gpu::Context& context, std::string_view what) {

@@ -1581,6 +1581,134 @@ TEST_F(WorkerCheckpointTest, ACheckpointWithALongOutboxLoads) {
   EXPECT_EQ(w->GetMetrics().outbox_messages, 4u) << "the outbox came back with the checkpoint";
 }
 
+// A snapshot given as a writer: Checkpoint returns without calling it; the
+// thread that flushes does, once, and the record holds the bytes it gave, in
+// as many parts as it gave them.
+EngineSnapshot Deferred(std::string bytes, std::atomic<int>* calls, std::thread::id* on = nullptr,
+                        std::uint64_t declared = ~0ull) {
+  const std::uint64_t size = declared == ~0ull ? bytes.size() : declared;
+  return EngineSnapshot(size, [bytes = std::move(bytes), calls, on](const EngineSnapshot::Sink& sink) -> Status {
+    ++*calls;
+    if (on != nullptr) *on = std::this_thread::get_id();
+    for (std::size_t at = 0; at < bytes.size(); at += 3)
+      if (Status s = sink(std::string_view(bytes).substr(at, 3)); !s.ok()) return s;
+    return Status::OK();
+  });
+}
+
+// The engine snapshot in the worker's latest stored checkpoint ("" if none).
+std::string StoredSnapshot(Store& store, WorkerId worker) {
+  auto cp = store.LatestCheckpoint(worker);
+  EXPECT_TRUE(cp.ok() && cp->has_value()) << "no checkpoint stored";
+  wire::CheckpointRecord record;
+  if (cp.ok() && cp->has_value()) CORE_EXPECT_OK(wire::DecodeCheckpoint((*cp)->bytes, &record));
+  return record.snapshot;
+}
+
+TEST_F(WorkerCheckpointTest, ADeferredSnapshotIsWrittenWhenFlushedNotWhenTaken) {
+  auto w = Open(Options(0, 1));
+  ASSERT_NE(w, nullptr);
+  ASSERT_TRUE(Next(*w).has_value());
+  std::atomic<int> calls = 0;
+  CORE_ASSERT_OK(w->Checkpoint(Deferred("engine state, in parts", &calls)));
+  EXPECT_EQ(calls, 0) << "the engine thread does not write it";
+  FlushOk(*w);
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(w->GetMetrics().checkpoints, 1u);
+  w.reset();
+  w = Open(Options(0, 1));
+  ASSERT_NE(w, nullptr);
+  CORE_ASSERT_OK_AND_ASSIGN(auto snapshot, w->TakeRestoredSnapshot());
+  EXPECT_EQ(snapshot, std::optional<std::string>("engine state, in parts"));
+}
+
+TEST_F(WorkerCheckpointTest, TheBackgroundFlusherWritesADeferredSnapshot) {
+  WorkerOptions o = Options(0, 1);
+  o.background_flush = true;
+  o.clock = nullptr;
+  auto w = Open(o);
+  ASSERT_NE(w, nullptr);
+  ASSERT_TRUE(Next(*w).has_value());
+  std::atomic<int> calls = 0;
+  std::thread::id on;
+  CORE_ASSERT_OK(w->Checkpoint(Deferred("off the engine thread", &calls, &on)));
+  CORE_ASSERT_OK(w->Sync(10'000 * kMillis));  // waits for the checkpoint
+  EXPECT_EQ(calls, 1);
+  EXPECT_NE(on, std::this_thread::get_id());
+  EXPECT_EQ(StoredSnapshot(*store_, 0), "off the engine thread");
+}
+
+// A newer checkpoint replaces one not yet stored: the older writer is
+// dropped (freeing what it holds) without being called.
+TEST_F(WorkerCheckpointTest, AReplacedDeferredSnapshotIsDroppedUnwritten) {
+  auto w = Open(Options(0, 1));
+  ASSERT_NE(w, nullptr);
+  ASSERT_TRUE(Next(*w).has_value());
+  std::atomic<int> old_calls = 0, new_calls = 0;
+  auto held = std::make_shared<int>(0);
+  std::weak_ptr<int> watch = held;
+  CORE_ASSERT_OK(w->Checkpoint(EngineSnapshot(1, [held = std::move(held), &old_calls](const EngineSnapshot::Sink& sink) {
+    ++old_calls;
+    return sink("o");
+  })));
+  EXPECT_FALSE(watch.expired());
+  CORE_ASSERT_OK(w->Checkpoint(Deferred("new", &new_calls)));
+  EXPECT_TRUE(watch.expired()) << "the replaced writer was freed";
+  FlushOk(*w);
+  EXPECT_EQ(old_calls, 0);
+  EXPECT_EQ(new_calls, 1);
+  EXPECT_EQ(StoredSnapshot(*store_, 0), "new");
+}
+
+// A writer that fails, or gives other than the bytes it declared, fails
+// the worker (as a store error would) and stores nothing; the error says why.
+TEST_F(WorkerCheckpointTest, ADeferredSnapshotThatFailsFailsTheWorkerAndStoresNothing) {
+  std::atomic<int> calls = 0;
+  const EngineSnapshot::Writer device_lost = [&](const EngineSnapshot::Sink& sink) {
+    ++calls;
+    (void)sink("par");
+    return Status(Code::kUnavailable, "device lost");
+  };
+  struct Case {
+    std::function<EngineSnapshot()> snapshot;
+    Code code;
+    std::string says;
+  };
+  for (const Case& c : {Case{[&] { return EngineSnapshot(10, device_lost); }, Code::kAborted, "device lost"},
+                        Case{[&] { return Deferred("twelve bytes", &calls, nullptr, 11); }, Code::kInternal,
+                             "gave 12 bytes, declared 11"},
+                        Case{[&] { return Deferred("short", &calls, nullptr, 6); }, Code::kInternal,
+                             "gave 5 bytes, declared 6"}}) {
+    auto store = NewMemoryStore();
+    auto w = Open(Options(0, 1), store.get());
+    ASSERT_NE(w, nullptr);
+    ASSERT_TRUE(Next(*w).has_value());
+    CORE_ASSERT_OK(w->Checkpoint(c.snapshot()));
+    auto flushed = w->Flush();
+    EXPECT_EQ(flushed.status().code(), c.code) << flushed.status().ToString();
+    EXPECT_THAT(std::string(w->health().message()), HasSubstr(c.says));
+    EXPECT_THAT(std::string(w->health().message()), HasSubstr("writing the engine's snapshot"));
+    EXPECT_EQ(w->GetMetrics().checkpoints, 0u);
+    CORE_ASSERT_OK_AND_ASSIGN(auto cp, store->LatestCheckpoint(0));
+    EXPECT_FALSE(cp.has_value()) << "not retried, nothing stored";
+  }
+  EXPECT_EQ(calls, 3);
+}
+
+TEST_F(WorkerModeTest, WriteFirstWritesADeferredSnapshotInsideCheckpoint) {
+  WorkerOptions o = Options(0, 1);
+  o.mode = Mode::kWriteFirst;
+  auto w = Open(o);
+  ASSERT_NE(w, nullptr);
+  ASSERT_TRUE(Next(*w).has_value());
+  std::atomic<int> calls = 0;
+  CORE_ASSERT_OK(w->Checkpoint(Deferred("now", &calls)));
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(StoredSnapshot(*store_, 0), "now");
+  EXPECT_EQ(w->Checkpoint(Deferred("bad", &calls, nullptr, 4)).code(), Code::kInternal);
+  EXPECT_EQ(calls, 2);
+}
+
 // ---------------------------------------------------------------------------
 // 14. Large payloads
 

@@ -16,6 +16,8 @@
 #include <vector>
 
 #include "core/test_util.h"
+#include "gpu/context_impl.h"
+#include "gpu/device.h"
 #include "gpu/kernel_math.h"
 
 namespace lstash::gpu {
@@ -118,11 +120,12 @@ TEST_P(GpuContextTest, SnapshotRestoresEveryBufferAndRefusesBadRecords) {
   CORE_ASSERT_OK_AND_ASSIGN(BufferId b, context->Allocate("bias", 3));
   CORE_ASSERT_OK(context->Write(a, 0, std::string(4096, 'w')));
   CORE_ASSERT_OK(context->Write(b, 0, "xyz"));
-  CORE_ASSERT_OK(context->BeginSnapshot());
-  EXPECT_EQ(context->BeginSnapshot().code(), Code::kFailedPrecondition) << "one at a time";
-  CORE_ASSERT_OK_AND_ASSIGN(std::string snapshot, context->FinishSnapshot());
+  CORE_ASSERT_OK_AND_ASSIGN(EngineSnapshot taken, context->Snapshot());
   CORE_ASSERT_OK(context->Write(a, 0, std::string(4096, 'z')));  // after the snapshot: not in it
   CORE_ASSERT_OK(context->Write(b, 0, "abc"));
+  CORE_ASSERT_OK_AND_ASSIGN(std::string snapshot, taken.Bytes());  // encoded only now
+  EXPECT_EQ(snapshot.size(), taken.size());
+  EXPECT_EQ(taken.Bytes().status().code(), Code::kFailedPrecondition) << "written once";
 
   std::string flipped = snapshot;
   flipped[100] ^= 1;  // a byte of weights'
@@ -149,6 +152,47 @@ TEST_P(GpuContextTest, SnapshotRestoresEveryBufferAndRefusesBadRecords) {
   EXPECT_THAT(std::string(s.message()), HasSubstr("'weights'"));
 }
 
+// A snapshot holds its own host copies until written: one taken while an
+// earlier is unwritten gets a second set, and a written one's set is reused.
+TEST_P(GpuContextTest, EachUnwrittenSnapshotHoldsItsOwnCopiesAndAWrittenOnesAreReused) {
+  SKIP_WITHOUT_DEVICE(GetParam());
+  auto context = OpenOrSkip(GetParam());
+  ASSERT_NE(context, nullptr);
+  CORE_ASSERT_OK_AND_ASSIGN(BufferId a, context->Allocate("state", 1000));
+  CORE_ASSERT_OK(context->Write(a, 0, std::string(1000, '1')));
+  CORE_ASSERT_OK_AND_ASSIGN(EngineSnapshot first, context->Snapshot());
+  EXPECT_EQ(context->GetStats().snapshot_host_bytes, 1000u);
+  CORE_ASSERT_OK(context->Write(a, 0, std::string(1000, '2')));
+  CORE_ASSERT_OK_AND_ASSIGN(EngineSnapshot second, context->Snapshot());
+  EXPECT_EQ(context->GetStats().snapshot_host_bytes, 2000u) << "the first still holds its set";
+  CORE_ASSERT_OK(context->Write(a, 0, std::string(1000, '3')));  // in neither
+
+  CORE_ASSERT_OK_AND_ASSIGN(std::string two, second.Bytes());
+  CORE_ASSERT_OK_AND_ASSIGN(std::string one, first.Bytes());
+  for (auto [record, digit] : {std::pair{&one, '1'}, std::pair{&two, '2'}}) {
+    CORE_ASSERT_OK(context->Restore(*record));
+    CORE_ASSERT_OK_AND_ASSIGN(std::string state, context->Read(a));
+    EXPECT_EQ(state, std::string(1000, digit));
+  }
+  {
+    EngineSnapshot dropped = context->Snapshot().value();  // never written: its set is freed all the same
+  }
+  EXPECT_EQ(context->GetStats().snapshot_host_bytes, 1000u) << "sets no snapshot holds are freed but the newest";
+  CORE_ASSERT_OK(context->Write(a, 0, std::string(1000, '3')));
+  CORE_ASSERT_OK_AND_ASSIGN(EngineSnapshot third, context->Snapshot());
+  EXPECT_EQ(context->GetStats().snapshot_host_bytes, 1000u) << "the newest set, reused";
+  CORE_ASSERT_OK_AND_ASSIGN(std::string three, third.Bytes());
+  CORE_ASSERT_OK(context->Restore(three));
+  EXPECT_EQ(context->Read(a).value(), std::string(1000, '3'));
+
+  // A snapshot outlives its context: its set and the device stay until it is written.
+  CORE_ASSERT_OK(context->Write(a, 0, std::string(1000, '4')));
+  CORE_ASSERT_OK_AND_ASSIGN(EngineSnapshot orphan, context->Snapshot());
+  context.reset();
+  CORE_ASSERT_OK_AND_ASSIGN(std::string four, orphan.Bytes());
+  EXPECT_EQ(four.substr(four.size() - 8 - 1000, 1000), std::string(1000, '4'));
+}
+
 // Hands a snapshot out in parts of a chosen size, as a recovering Worker
 // does (in parts of MiBs) -- nothing else of a Worker.
 class SnapshotInParts final : public Worker {
@@ -170,7 +214,7 @@ class SnapshotInParts final : public Worker {
   Result<std::string> Choose(const std::function<std::string()>&) override { return Unused(); }
   std::vector<Frame> TakeFrames() override { return {}; }
   void Tick() override {}
-  Status Checkpoint(std::string) override { return Unused(); }
+  Status Checkpoint(EngineSnapshot) override { return Unused(); }
   void PeerDown(WorkerId) override {}
   Result<std::size_t> Flush() override { return Unused(); }
   Status Sync(std::int64_t) override { return Unused(); }
@@ -186,6 +230,82 @@ class SnapshotInParts final : public Worker {
   std::size_t part_;
 };
 
+// The CPU path, whose copies fail on demand, as a device that is lost does.
+class LosableDevice final : public Device {
+ public:
+  bool lost = false;
+
+  Backend backend() const override { return cpu_->backend(); }
+  std::string name() const override { return "losable cpu"; }
+  void* stream() override { return nullptr; }
+  Result<void*> Allocate(std::size_t bytes) override { return cpu_->Allocate(bytes); }
+  void Free(void* p) override { cpu_->Free(p); }
+  Result<void*> AllocateHost(std::size_t bytes) override { return cpu_->AllocateHost(bytes); }
+  void FreeHost(void* p) override { cpu_->FreeHost(p); }
+  Status CopyIn(void* dst, const void* src, std::size_t bytes) override {
+    return lost ? Lost() : cpu_->CopyIn(dst, src, bytes);
+  }
+  Status CopyOut(void* dst, const void* src, std::size_t bytes) override { return cpu_->CopyOut(dst, src, bytes); }
+  Status BeginCopyOut(void* dst, const void* src, std::size_t bytes) override {
+    return cpu_->BeginCopyOut(dst, src, bytes);
+  }
+  Status WaitCopies() override { return lost ? Lost() : cpu_->WaitCopies(); }
+  Status Linear(const float*, const float*, const float*, float*, std::size_t, std::size_t, std::size_t,
+                bool) override {
+    return Lost();
+  }
+  Status LinearBackward(const float*, const float*, const float*, float*, float*, float*, std::size_t, std::size_t,
+                        std::size_t) override {
+    return Lost();
+  }
+  Status ReluBackward(const float*, float*, std::size_t) override { return Lost(); }
+  Status Axpby(float, const float*, float, float*, std::size_t) override { return Lost(); }
+  Status FillUniform(float*, std::size_t, std::uint64_t, std::uint64_t) override { return Lost(); }
+  Result<std::uint64_t> Digest(const void* p, std::size_t bytes) override { return cpu_->Digest(p, bytes); }
+  Status ScatterAdd(const float*, const std::uint32_t*, std::size_t, float*, std::size_t) override { return Lost(); }
+  Result<std::vector<std::uint32_t>> Race(float*, std::size_t, std::span<const AffineUpdate>) override {
+    return Lost();
+  }
+  Status ApplyInOrder(float*, std::size_t, std::span<const AffineUpdate>, std::span<const std::uint32_t>) override {
+    return Lost();
+  }
+  Status Synchronize() override { return lost ? Lost() : Status::OK(); }
+
+ private:
+  static Status Lost() { return Status(Code::kIOError, "device lost"); }
+  std::unique_ptr<Device> cpu_ = MakeCpuDevice();
+};
+
+// A device that fails while a snapshot is restored or written is the
+// device's error, reported as such: not a refused (and counted) snapshot.
+TEST(GpuDeviceLost, ACopyThatFailsIsTheDevicesErrorNotABadSnapshot) {
+  auto owned = std::make_unique<LosableDevice>();
+  LosableDevice& device = *owned;
+  ContextImpl context(std::move(owned), GpuBreakage::kNone);
+  CORE_ASSERT_OK_AND_ASSIGN(BufferId a, context.Allocate("state", 100));
+  CORE_ASSERT_OK(context.Write(a, 0, std::string(100, 's')));
+  CORE_ASSERT_OK_AND_ASSIGN(EngineSnapshot taken, context.Snapshot());
+  CORE_ASSERT_OK_AND_ASSIGN(std::string record, taken.Bytes());
+
+  device.lost = true;
+  Status whole = context.Restore(record);
+  EXPECT_EQ(whole.code(), Code::kIOError) << whole.ToString();
+  SnapshotInParts worker(record, 7);
+  Status streamed = context.RestoreFrom(worker);
+  EXPECT_EQ(streamed.code(), Code::kIOError) << streamed.ToString();
+  EXPECT_THAT(std::string(streamed.message()), ::testing::Not(HasSubstr("refused")));
+  CORE_ASSERT_OK_AND_ASSIGN(EngineSnapshot unwritable, context.Snapshot());
+  Status written = unwritable.Bytes().status();
+  EXPECT_EQ(written.code(), Code::kIOError) << written.ToString();
+  EXPECT_THAT(std::string(written.message()), HasSubstr("gpu snapshot"));
+  EXPECT_EQ(context.GetStats().corrupt_snapshots, 0u);
+  EXPECT_EQ(context.GetStats().restores, 0u);
+
+  device.lost = false;
+  CORE_ASSERT_OK(context.RestoreFrom(worker));
+  EXPECT_EQ(context.GetStats().restores, 1u);
+}
+
 // Streamed in parts of any size -- the table split anywhere -- a snapshot
 // restores the same bytes; a bad table or size is refused before any buffer
 // changes; bad data is caught by the digest at the end.
@@ -200,7 +320,7 @@ TEST_P(GpuContextTest, ASnapshotStreamedInPartsOfAnySizeRestoresOrIsRefused) {
   for (std::size_t i = 0; i < weights.size(); ++i) weights[i] = static_cast<char>(i * 131 + 7);
   CORE_ASSERT_OK(context->Write(a, 0, weights));
   CORE_ASSERT_OK(context->Write(b, 0, "xyz"));
-  CORE_ASSERT_OK_AND_ASSIGN(std::string snapshot, context->Snapshot());
+  CORE_ASSERT_OK_AND_ASSIGN(std::string snapshot, context->Snapshot().value().Bytes());
   const auto scramble = [&] {
     CORE_ASSERT_OK(context->Write(a, 0, std::string(4096, 'z')));
     CORE_ASSERT_OK(context->Write(b, 0, "abc"));
