@@ -436,12 +436,12 @@ bool WriteReport(const std::string& dir, const std::string& doc_path) {
     d.Line();
     d.Line("| store | engine ms, first | engine ms, next | durable ms |");
     d.Line("|---|---|---|---|");
-    const auto ms = [](const nlohmann::json& r, const char* key) {
+    const auto ms_of = [](const nlohmann::json& r, const char* key) {
       return r.contains(key) ? fmt::format("{:.1f}", r[key].get<double>()) : std::string("not measured");
     };
     for (const auto& r : g.value("recovery", nlohmann::json::array())) {
-      d.Line(fmt::format("| {} | {} | {} | {} |", r.value("store", "?"), ms(r, "checkpoint_engine_ms"),
-                         ms(r, "checkpoint_again_engine_ms"), ms(r, "checkpoint_ms")));
+      d.Line(fmt::format("| {} | {} | {} | {} |", r.value("store", "?"), ms_of(r, "checkpoint_engine_ms"),
+                         ms_of(r, "checkpoint_again_engine_ms"), ms_of(r, "checkpoint_ms")));
     }
     d.Line();
   }

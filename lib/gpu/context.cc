@@ -69,14 +69,14 @@ Result<std::unique_ptr<Context>> Context::Open(const ContextOptions& options) {
 // One snapshot's host copies of the buffers, pinned on CUDA. Freed by the
 // last holder: the context, or a snapshot written after the context closed.
 struct ContextImpl::Staging {
-  Staging(std::shared_ptr<Device> device, std::shared_ptr<std::atomic<std::uint64_t>> bytes)
-      : device(std::move(device)), bytes(std::move(bytes)) {}
+  Staging(std::shared_ptr<Device> on, std::shared_ptr<std::atomic<std::uint64_t>> counted_in)
+      : device(std::move(on)), live_bytes(std::move(counted_in)) {}
   ~Staging() {
     for (void* p : host) device->FreeHost(p);
-    *bytes -= held_bytes;
+    *live_bytes -= held_bytes;
   }
   const std::shared_ptr<Device> device;
-  const std::shared_ptr<std::atomic<std::uint64_t>> bytes;
+  const std::shared_ptr<std::atomic<std::uint64_t>> live_bytes;  // of every set
   std::vector<void*> host;  // by BufferId
   std::uint64_t held_bytes = 0;
   std::atomic<bool> in_use{false};  // by a snapshot not yet written (or dropped)
