@@ -4,7 +4,8 @@
 // Column families:
 //   log         BE u32 worker + BE u64 index -> an encoded log entry, as given
 //   checkpoint  BE u32 worker                 -> checkpoint head (below)
-//               BE u32 worker + BE u64 chunk  -> checkpoint chunk (below)
+//               BE u32 worker + BE u64 generation + BE u64 chunk
+//                                             -> checkpoint chunk (below)
 //   copies      BE u32 owner + BE u64 index + BE u64 epoch -> an encoded entry
 //   meta        "format"                      -> store format marker (wire::kStoreFormatVersion)
 //               "epochs/" + BE u32 worker     -> wire epochs record
@@ -15,15 +16,20 @@
 //
 // A checkpoint record is stored in chunks of chunk_bytes (the last may be
 // shorter), so a part of a record of GiBs is read without reading the rest;
-// the head says which chunks make up the latest checkpoint. Head, chunks,
-// and the deletion of a bigger predecessor's surplus chunks are one atomic
-// write, so the family never holds chunks that no head counts.
+// the head says which chunks make up the latest checkpoint: those of its
+// generation. A new checkpoint's chunks are written first, under the next
+// generation, in batches of a few tens of MiB (so storing GiBs never holds
+// them all in one write batch and memtable); then, in one atomic write, the
+// head that names them and the deletion of every other chunk of the worker
+// (its predecessor's, and any a crash mid-write left). A crash before that
+// leaves the old checkpoint whole.
 //
-// Checkpoint head: magic "LSCW" (u32), version (u16) 2, epoch (u64), at
-// (u64), total_bytes (u64), chunk_bytes (u64), chunk_count (u64), all
-// little-endian; chunk_count = ceil(total_bytes / chunk_bytes). (Version 1
-// was the whole record in this value; stores holding it have store format
-// version 1 and are refused at open.)
+// Checkpoint head: magic "LSCW" (u32), version (u16) 3, epoch (u64), at
+// (u64), total_bytes (u64), chunk_bytes (u64), chunk_count (u64),
+// generation (u64), all little-endian; chunk_count = ceil(total_bytes /
+// chunk_bytes). (Version 1 was the whole record in this value, version 2
+// had chunks without generations, written in one batch; stores holding
+// them have store format versions 1 and 2 and are refused at open.)
 //
 // Checkpoint chunk: magic "LSCC" (u32), version (u16) 1, little-endian, then
 // bytes [chunk * chunk_bytes, ...) of the record.
@@ -57,13 +63,15 @@ inline constexpr std::string_view kCommittedPrefix = "committed/";
 inline constexpr std::string_view kBegunByPrefix = "begun-by/";
 
 inline constexpr std::uint32_t kCheckpointValueMagic = 0x4c534357;  // "LSCW"
-inline constexpr std::uint16_t kCheckpointValueVersion = 2;
+inline constexpr std::uint16_t kCheckpointValueVersion = 3;
 inline constexpr std::uint32_t kCheckpointChunkMagic = 0x4c534343;  // "LSCC"
 inline constexpr std::uint16_t kCheckpointChunkVersion = 1;
 // Record bytes per chunk this build writes: a few MiB, so a part read reads
 // less than a chunk beyond each end of the part, and a chunk is far below
 // RocksDB's 4 GiB limit on one value. Readers take the size from the head.
 inline constexpr std::uint64_t kCheckpointChunkBytes = std::uint64_t{4} << 20;
+// Chunks per write batch while a checkpoint is stored (64 MiB).
+inline constexpr std::uint64_t kCheckpointChunksPerBatch = 16;
 inline constexpr size_t kCheckpointChunkHeaderSize = 4 + 2;
 inline constexpr std::uint32_t kBegunByValueMagic = 0x4c534952;  // "LSIR"
 inline constexpr std::uint16_t kBegunByValueVersion = 1;
@@ -85,6 +93,7 @@ struct CheckpointHead {
   std::uint64_t total_bytes = 0;
   std::uint64_t chunk_bytes = 0;
   std::uint64_t chunk_count = 0;
+  std::uint64_t generation = 0;  // in its chunks' keys
 
   // Record bytes in chunk `chunk` (< chunk_count).
   std::uint64_t BytesOfChunk(std::uint64_t chunk) const {
@@ -93,8 +102,10 @@ struct CheckpointHead {
 };
 
 // A head for a record of `total_bytes` in chunks of kCheckpointChunkBytes.
-CheckpointHead NewCheckpointHead(Epoch epoch, LogIndex at, std::uint64_t total_bytes);
-std::string CheckpointChunkKey(WorkerId worker, std::uint64_t chunk);
+CheckpointHead NewCheckpointHead(Epoch epoch, LogIndex at, std::uint64_t total_bytes, std::uint64_t generation);
+std::string CheckpointChunkKey(WorkerId worker, std::uint64_t generation, std::uint64_t chunk);
+// A key after every chunk key of `worker` (an exclusive range end).
+std::string CheckpointChunksEnd(WorkerId worker);
 std::string EncodeCheckpointHead(const CheckpointHead& head);
 // kCorruption for a damaged head (including a chunk count that does not fit
 // the sizes), kFailedPrecondition for another version.

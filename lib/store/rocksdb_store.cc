@@ -62,7 +62,7 @@ std::uint64_t GetLittleEndian(std::string_view bytes) {
   return v;
 }
 
-constexpr size_t kCheckpointHeadSize = 4 + 2 + 8 * 5;
+constexpr size_t kCheckpointHeadSize = 4 + 2 + 8 * 6;
 constexpr size_t kValuePrefixSize = 4 + 2;
 
 // Chunks of `chunk_bytes` (> 0) that hold `total_bytes`.
@@ -166,17 +166,21 @@ bool ParseLogKey(std::string_view key, WorkerId* worker, LogIndex* index) {
   return true;
 }
 
-CheckpointHead NewCheckpointHead(Epoch epoch, LogIndex at, std::uint64_t total_bytes) {
-  return CheckpointHead{epoch, at, total_bytes, kCheckpointChunkBytes, ChunkCount(total_bytes, kCheckpointChunkBytes)};
+CheckpointHead NewCheckpointHead(Epoch epoch, LogIndex at, std::uint64_t total_bytes, std::uint64_t generation) {
+  return CheckpointHead{
+      epoch, at, total_bytes, kCheckpointChunkBytes, ChunkCount(total_bytes, kCheckpointChunkBytes), generation};
 }
 
-std::string CheckpointChunkKey(WorkerId worker, std::uint64_t chunk) {
+std::string CheckpointChunkKey(WorkerId worker, std::uint64_t generation, std::uint64_t chunk) {
   std::string key;
-  key.reserve(12);
+  key.reserve(20);
   PutBigEndian32(worker, &key);
+  PutBigEndian64(generation, &key);
   PutBigEndian64(chunk, &key);
   return key;
 }
+
+std::string CheckpointChunksEnd(WorkerId worker) { return CheckpointChunkKey(worker, ~0ull, ~0ull) + '\0'; }
 
 std::string EncodeCheckpointHead(const CheckpointHead& head) {
   std::string value;
@@ -188,6 +192,7 @@ std::string EncodeCheckpointHead(const CheckpointHead& head) {
   PutLittleEndian(head.total_bytes, 8, &value);
   PutLittleEndian(head.chunk_bytes, 8, &value);
   PutLittleEndian(head.chunk_count, 8, &value);
+  PutLittleEndian(head.generation, 8, &value);
   return value;
 }
 
@@ -203,6 +208,7 @@ Status DecodeCheckpointHead(std::string_view value, CheckpointHead* out) {
   head.total_bytes = GetLittleEndian(value.substr(22, 8));
   head.chunk_bytes = GetLittleEndian(value.substr(30, 8));
   head.chunk_count = GetLittleEndian(value.substr(38, 8));
+  head.generation = GetLittleEndian(value.substr(46, 8));
   if (head.chunk_bytes == 0 || head.chunk_count != ChunkCount(head.total_bytes, head.chunk_bytes)) {
     return Corruption("stored checkpoint head counts " + std::to_string(head.chunk_count) + " chunks of " +
                       std::to_string(head.chunk_bytes) + " bytes for a record of " + std::to_string(head.total_bytes) +
@@ -415,7 +421,7 @@ class RocksDbStore final : public Store, public layout::ServerOps {
     std::string what = "checkpoint of worker " + std::to_string(worker);
 
     // The previous checkpoint bounds this one from below (see checks.h), and
-    // its chunks past this one's are deleted with it.
+    // its generation comes before this one's.
     layout::CheckpointHead previous;
     rocksdb::PinnableSlice previous_value;
     rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), checkpoint_cf_, layout::WorkerKey(worker), &previous_value);
@@ -426,25 +432,35 @@ class RocksDbStore final : public Store, public layout::ServerOps {
     }
     LSTASH_RETURN_IF_ERROR(CheckCheckpointAt(worker, at, ws->committed.load(std::memory_order_relaxed), previous.at));
 
-    const layout::CheckpointHead head = layout::NewCheckpointHead(epoch, at, record.size());
+    // The chunks first, under a generation no head names yet, a bounded
+    // batch at a time (see rocksdb_layout.h); each chunk goes into its batch
+    // straight from `record` (SliceParts): no encoded copy of the whole.
+    const layout::CheckpointHead head = layout::NewCheckpointHead(epoch, at, record.size(), previous.generation + 1);
+    const std::string chunk_header = layout::CheckpointChunkHeader();
+    for (std::uint64_t first = 0; first < head.chunk_count; first += layout::kCheckpointChunksPerBatch) {
+      rocksdb::WriteBatch chunks;
+      const std::uint64_t end = std::min(head.chunk_count, first + layout::kCheckpointChunksPerBatch);
+      for (std::uint64_t chunk = first; chunk < end; ++chunk) {
+        const std::string key = layout::CheckpointChunkKey(worker, head.generation, chunk);
+        const rocksdb::Slice key_part(key);
+        const rocksdb::Slice value_parts[] = {
+            chunk_header, rocksdb::Slice(record.data() + chunk * head.chunk_bytes, head.BytesOfChunk(chunk))};
+        s = chunks.Put(checkpoint_cf_, rocksdb::SliceParts(&key_part, 1), rocksdb::SliceParts(value_parts, 2));
+        if (!s.ok()) return FromRocks(s, what);
+      }
+      LSTASH_RETURN_IF_ERROR(Write(&chunks, /*sync=*/true, what));
+    }
+    // Then, in one write, the head that names them and the deletion of every
+    // other chunk of the worker: the predecessor's and any a crash left.
     rocksdb::WriteBatch batch;
     s = batch.Put(checkpoint_cf_, layout::WorkerKey(worker), layout::EncodeCheckpointHead(head));
     if (!s.ok()) return FromRocks(s, what);
-    // Each chunk goes into the batch straight from `record` (SliceParts): no
-    // encoded copy of the whole.
-    const std::string chunk_header = layout::CheckpointChunkHeader();
-    for (std::uint64_t chunk = 0; chunk < head.chunk_count; ++chunk) {
-      const std::string key = layout::CheckpointChunkKey(worker, chunk);
-      const rocksdb::Slice key_part(key);
-      const rocksdb::Slice value_parts[] = {
-          chunk_header, rocksdb::Slice(record.data() + chunk * head.chunk_bytes, head.BytesOfChunk(chunk))};
-      s = batch.Put(checkpoint_cf_, rocksdb::SliceParts(&key_part, 1), rocksdb::SliceParts(value_parts, 2));
-      if (!s.ok()) return FromRocks(s, what);
-    }
-    for (std::uint64_t chunk = head.chunk_count; chunk < previous.chunk_count; ++chunk) {
-      s = batch.Delete(checkpoint_cf_, layout::CheckpointChunkKey(worker, chunk));
-      if (!s.ok()) return FromRocks(s, what);
-    }
+    s = batch.DeleteRange(checkpoint_cf_, layout::CheckpointChunkKey(worker, 0, 0),
+                          layout::CheckpointChunkKey(worker, head.generation, 0));
+    if (!s.ok()) return FromRocks(s, what);
+    s = batch.DeleteRange(checkpoint_cf_, layout::CheckpointChunkKey(worker, head.generation, head.chunk_count),
+                          layout::CheckpointChunksEnd(worker));
+    if (!s.ok()) return FromRocks(s, what);
     if (at > 0) {
       // Keys (worker, 0) .. (worker, at) inclusive: the end key sorts just
       // after (worker, at).
@@ -486,7 +502,7 @@ class RocksDbStore final : public Store, public layout::ServerOps {
       const std::string chunk_what =
           what + ", chunk " + std::to_string(chunk) + " of " + std::to_string(head.chunk_count);
       value.Reset();
-      s = db_->Get(read_options, checkpoint_cf_, layout::CheckpointChunkKey(worker, chunk), &value);
+      s = db_->Get(read_options, checkpoint_cf_, layout::CheckpointChunkKey(worker, head.generation, chunk), &value);
       if (s.IsNotFound()) return Corruption(chunk_what + " is missing");
       if (!s.ok()) return FromRocks(s, chunk_what);
       std::string_view bytes;

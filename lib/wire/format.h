@@ -35,7 +35,8 @@ inline constexpr std::uint16_t kFormatVersion = 1;
 // records (which keys hold what), apart from each record's own version.
 //   1  a checkpoint is one value
 //   2  a checkpoint is a head and chunks (lib/store/rocksdb_layout.h)
-inline constexpr std::uint16_t kStoreFormatVersion = 2;
+//   3  ... and its chunks carry a generation, written before the head
+inline constexpr std::uint16_t kStoreFormatVersion = 3;
 
 // A causal dependency: the owner's log up to `index`, as written by
 // incarnations up to `epoch`.

@@ -618,7 +618,9 @@ TYPED_TEST(StoreTest, ConcurrentCheckpointsNeverMixInOnePart) {
       for (std::uint64_t i = 0; i < 16; ++i) {
         ASSERT_EQ(p.bytes[i], ByteOfCheckpointAt(p.at, kChunk - 8 + i)) << "byte " << i << " of a part at " << p.at;
       }
-      if (last) EXPECT_EQ(p.at, kCheckpoints);
+      if (last) {
+        EXPECT_EQ(p.at, kCheckpoints);
+      }
     }
   };
   read_parts();
@@ -903,12 +905,12 @@ TEST_F(RocksDbStoreTest, CorruptedCheckpointIsReportedAsCorruption) {
     STORE_ASSERT_OK(store->PutCheckpoint(1, e, 1, "snap"));
     STORE_ASSERT_OK(store->PutCheckpoint(1, e, 1, "snap"));  // a checkpoint reads its predecessor
   }
-  const std::string head = layout::EncodeCheckpointHead(layout::NewCheckpointHead(1, 1, 4));
+  const std::string head = layout::EncodeCheckpointHead(layout::NewCheckpointHead(1, 1, 4, 1));
   const std::string truncated = "LSCW";
   std::string bad_magic = head;
   bad_magic[0] ^= 0x5a;
   const std::string short_head = head.substr(0, head.size() - 1);
-  layout::CheckpointHead miscounted = layout::NewCheckpointHead(1, 1, 4);
+  layout::CheckpointHead miscounted = layout::NewCheckpointHead(1, 1, 4, 1);
   miscounted.chunk_count = 2;
   for (const std::string& damaged : {truncated, bad_magic, short_head, layout::EncodeCheckpointHead(miscounted)}) {
     {
@@ -932,9 +934,10 @@ std::vector<std::string> CheckpointKeysOf(RawDb& raw, WorkerId worker) {
   return keys;
 }
 
-std::vector<std::string> ExpectedCheckpointKeys(WorkerId worker, std::uint64_t chunks) {
+// Its head, and the chunks of one generation.
+std::vector<std::string> ExpectedCheckpointKeys(WorkerId worker, std::uint64_t generation, std::uint64_t chunks) {
   std::vector<std::string> keys = {layout::WorkerKey(worker)};
-  for (std::uint64_t c = 0; c < chunks; ++c) keys.push_back(layout::CheckpointChunkKey(worker, c));
+  for (std::uint64_t c = 0; c < chunks; ++c) keys.push_back(layout::CheckpointChunkKey(worker, generation, c));
   return keys;
 }
 
@@ -953,8 +956,8 @@ TEST_F(RocksDbStoreTest, ChunkedCheckpointSurvivesReopenAndLeavesNoStaleChunks) 
   {
     RawDb raw(path_);
     ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
-    EXPECT_EQ(CheckpointKeysOf(raw, 1), ExpectedCheckpointKeys(1, 3));
-    EXPECT_EQ(CheckpointKeysOf(raw, 2), ExpectedCheckpointKeys(2, 2));
+    EXPECT_EQ(CheckpointKeysOf(raw, 1), ExpectedCheckpointKeys(1, 1, 3));
+    EXPECT_EQ(CheckpointKeysOf(raw, 2), ExpectedCheckpointKeys(2, 1, 2));
   }
   const ExpectedCheckpoint smaller{1, 3, RandomRecord(kChunk / 2, 5)};
   {
@@ -967,8 +970,8 @@ TEST_F(RocksDbStoreTest, ChunkedCheckpointSurvivesReopenAndLeavesNoStaleChunks) 
     // The bigger checkpoint's last two chunks went with it; worker 2's stay.
     RawDb raw(path_);
     ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
-    EXPECT_EQ(CheckpointKeysOf(raw, 1), ExpectedCheckpointKeys(1, 1));
-    EXPECT_EQ(CheckpointKeysOf(raw, 2), ExpectedCheckpointKeys(2, 2));
+    EXPECT_EQ(CheckpointKeysOf(raw, 1), ExpectedCheckpointKeys(1, 2, 1));
+    EXPECT_EQ(CheckpointKeysOf(raw, 2), ExpectedCheckpointKeys(2, 1, 2));
   }
   STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
   ExpectPart(store.get(), 1, smaller, 0, kWhole);
@@ -978,7 +981,37 @@ TEST_F(RocksDbStoreTest, ChunkedCheckpointSurvivesReopenAndLeavesNoStaleChunks) 
   store.reset();
   RawDb raw(path_);
   ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
-  EXPECT_EQ(CheckpointKeysOf(raw, 1), ExpectedCheckpointKeys(1, 0));
+  EXPECT_EQ(CheckpointKeysOf(raw, 1), ExpectedCheckpointKeys(1, 3, 0));
+}
+
+// A crash while a checkpoint's chunks are written (before its head) leaves
+// chunks no head names: the old checkpoint reads whole, and the next
+// checkpoint deletes them, whatever their generation.
+TEST_F(RocksDbStoreTest, ChunksACrashLeftBeforeTheHeadAreIgnoredThenDeleted) {
+  const ExpectedCheckpoint old{1, 1, RandomRecord(kChunk + 7, 8)};
+  {
+    STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
+    STORE_ASSERT_OK_AND_ASSIGN(Epoch e, store->BeginIncarnation(1));
+    STORE_ASSERT_OK(store->Append(1, e, Records(1, 1, 3), {}));
+    STORE_ASSERT_OK(store->PutCheckpoint(1, e, old.at, old.record));
+  }
+  {
+    RawDb raw(path_);
+    ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
+    const std::string chunk = layout::CheckpointChunkHeader() + std::string(kChunk, 'x');
+    for (std::uint64_t c = 0; c < 5; ++c)  // the next generation's, cut short
+      ASSERT_TRUE(raw.Put(RawDb::kCheckpoint, layout::CheckpointChunkKey(1, 2, c), chunk).ok());
+    ASSERT_TRUE(raw.Put(RawDb::kCheckpoint, layout::CheckpointChunkKey(1, 9, 0), chunk).ok());
+  }
+  STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
+  ExpectPart(store.get(), 1, old, 0, kWhole);
+  const ExpectedCheckpoint next{1, 2, RandomRecord(kChunk + 1, 9)};
+  STORE_ASSERT_OK(store->PutCheckpoint(1, 1, next.at, next.record));
+  ExpectPart(store.get(), 1, next, 0, kWhole);
+  store.reset();
+  RawDb raw(path_);
+  ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
+  EXPECT_EQ(CheckpointKeysOf(raw, 1), ExpectedCheckpointKeys(1, 2, 2));
 }
 
 TEST_F(RocksDbStoreTest, DamagedCheckpointChunksAreCorruptionAndOnlyTheChunksOfAPartAreRead) {
@@ -1008,7 +1041,7 @@ TEST_F(RocksDbStoreTest, DamagedCheckpointChunksAreCorruptionAndOnlyTheChunksOfA
   };
   for (const Damage& damage : damages) {
     SCOPED_TRACE(damage.message);
-    const std::string key = layout::CheckpointChunkKey(1, damage.chunk);
+    const std::string key = layout::CheckpointChunkKey(1, 1, damage.chunk);
     {
       RawDb raw(path_);
       ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
@@ -1041,25 +1074,25 @@ TEST_F(RocksDbStoreTest, CheckpointValuesOfAnotherVersionAreFailedPrecondition) 
     STORE_ASSERT_OK(store->Append(1, e, Records(1, 1, 1), {}));
     STORE_ASSERT_OK(store->PutCheckpoint(1, e, 1, "snap"));
   }
-  const std::string head = layout::EncodeCheckpointHead(layout::NewCheckpointHead(1, 1, 4));
+  const std::string head = layout::EncodeCheckpointHead(layout::NewCheckpointHead(1, 1, 4, 1));
   const std::string chunk = layout::CheckpointChunkHeader() + "snap";
   std::string newer_head = head;
   std::string newer_chunk = chunk;
-  newer_head[4] = 3;  // version, low byte
-  newer_chunk[4] = 3;
+  newer_head[4] = 4;  // version, low byte
+  newer_chunk[4] = 4;
   const std::pair<std::string, std::string> versions[] = {{newer_head, chunk}, {head, newer_chunk}};
   for (const auto& [head_value, chunk_value] : versions) {
     {
       RawDb raw(path_);
       ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
       ASSERT_TRUE(raw.Put(RawDb::kCheckpoint, layout::WorkerKey(1), head_value).ok());
-      ASSERT_TRUE(raw.Put(RawDb::kCheckpoint, layout::CheckpointChunkKey(1, 0), chunk_value).ok());
+      ASSERT_TRUE(raw.Put(RawDb::kCheckpoint, layout::CheckpointChunkKey(1, 1, 0), chunk_value).ok());
     }
     STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
     auto part = store->ReadCheckpointPart(1, 0, kWhole);
     ASSERT_FALSE(part.ok());
     EXPECT_EQ(part.status().code(), Code::kFailedPrecondition) << part.status().ToString();
-    EXPECT_THAT(std::string(part.status().message()), HasSubstr("format version 3"));
+    EXPECT_THAT(std::string(part.status().message()), HasSubstr("format version 4"));
   }
 }
 
@@ -1081,7 +1114,7 @@ TEST_F(RocksDbStoreTest, RefusesAStoreOfTheWholeValueCheckpointLayout) {
   EXPECT_EQ(store.status().code(), Code::kFailedPrecondition) << store.status().ToString();
   EXPECT_THAT(std::string(store.status().message()), HasSubstr(path_));
   EXPECT_THAT(std::string(store.status().message()),
-              HasSubstr("store format version 1 is not supported (this build reads version 2)"));
+              HasSubstr("store format version 1 is not supported (this build reads version 3)"));
 }
 
 TEST_F(RocksDbStoreTest, CorruptedMetadataFailsTheOpen) {

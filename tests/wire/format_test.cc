@@ -583,13 +583,16 @@ TEST(WireMetaTest, FormatMarkerIsMagicAndVersionOnly) {
 }
 
 TEST(WireMetaTest, FormatMarkerOfAnotherVersionIsFailedPrecondition) {
-  // Version 1 stored each checkpoint as one value.
-  const Status older = CheckFormatMarker(ByteBuilder().U32(kMetaMagic).U16(1).bytes());
-  EXPECT_EQ(older.code(), Code::kFailedPrecondition);
-  EXPECT_EQ(older.message(), "store format version 1 is not supported (this build reads version 2)");
-  const Status newer = CheckFormatMarker(ByteBuilder().U32(kMetaMagic).U16(3).bytes());
+  // Version 1 stored each checkpoint as one value, 2 its chunks without generations.
+  for (int version : {1, 2}) {
+    const Status older = CheckFormatMarker(ByteBuilder().U32(kMetaMagic).U16(version).bytes());
+    EXPECT_EQ(older.code(), Code::kFailedPrecondition);
+    EXPECT_EQ(older.message(),
+              "store format version " + std::to_string(version) + " is not supported (this build reads version 3)");
+  }
+  const Status newer = CheckFormatMarker(ByteBuilder().U32(kMetaMagic).U16(4).bytes());
   EXPECT_EQ(newer.code(), Code::kFailedPrecondition);
-  EXPECT_EQ(newer.message(), "store format version 3 is not supported (this build reads version 2)");
+  EXPECT_EQ(newer.message(), "store format version 4 is not supported (this build reads version 3)");
   // A future marker may be longer; the version still decides.
   EXPECT_EQ(CheckFormatMarker(ByteBuilder().U32(kMetaMagic).U16(7).Raw("more").bytes()).code(),
             Code::kFailedPrecondition);
