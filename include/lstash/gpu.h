@@ -153,9 +153,9 @@ class LSTASH_EXPORT Context {
   // device-to-host copies into pinned host memory and returns at once, with
   // a deferred EngineSnapshot for Worker::Checkpoint: the worker's flusher
   // waits for the copies and encodes the record, off the engine thread.
-  // Kernels queued later are ordered after the copies. Each snapshot not yet
-  // written holds pinned memory the size of the buffers (Stats::
-  // snapshot_host_bytes); the set is reused by the next snapshot once written.
+  // Kernels queued later are ordered after the copies. Each snapshot holds
+  // pinned memory the size of the buffers (Stats::snapshot_host_bytes) until
+  // it is gone (stored, or dropped); then the next snapshot reuses the set.
   // EngineSnapshot::Bytes() gives the record at once.
   virtual Result<EngineSnapshot> Snapshot() = 0;
   // Replaces the contents of the buffers named in the snapshot, which must

@@ -36,6 +36,7 @@
 #include <lstash/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -119,9 +120,20 @@ class LSTASH_EXPORT Store {
   // checkpoint reads at least the checkpoint's index.
   virtual Status ReadCommitted(std::span<const WorkerId> workers, std::span<LogIndex> out) = 0;
 
-  // Stores `record` as `worker`'s latest checkpoint, taken at log index `at`
-  // (REQUIRES at <= committed index), and deletes log entries 1..at.
-  virtual Status PutCheckpoint(WorkerId worker, Epoch epoch, LogIndex at, std::string_view record) = 0;
+  // A checkpoint record given in parts: calling it feeds every byte to
+  // `sink`, in order. A store calls it once per attempt to store the record.
+  using RecordParts = std::function<Status(const std::function<Status(std::string_view part)>& sink)>;
+
+  // Stores a record of `size` bytes, given in `parts`, as `worker`'s latest
+  // checkpoint, taken at log index `at` (REQUIRES at <= committed index), and
+  // deletes log entries 1..at. Parts that fail (their error is returned) or
+  // that do not add up to `size` (kInvalidArgument) store nothing. The
+  // RocksDB store writes the parts as they come, so a record of GiBs is
+  // never one buffer; the others gather them first.
+  virtual Status PutCheckpointFrom(WorkerId worker, Epoch epoch, LogIndex at, std::uint64_t size,
+                                   const RecordParts& parts) = 0;
+  // The same for a record in one buffer.
+  Status PutCheckpoint(WorkerId worker, Epoch epoch, LogIndex at, std::string_view record);
 
   // Up to `max_bytes` of `worker`'s latest checkpoint record, from byte
   // `offset` on (fewer only at the record's end; none from its end), or
@@ -166,8 +178,8 @@ class LSTASH_EXPORT StoreWrapper : public Store {
   Status ReadCommitted(std::span<const WorkerId> ws, std::span<LogIndex> out) override {
     return target_->ReadCommitted(ws, out);
   }
-  Status PutCheckpoint(WorkerId w, Epoch e, LogIndex at, std::string_view r) override {
-    return target_->PutCheckpoint(w, e, at, r);
+  Status PutCheckpointFrom(WorkerId w, Epoch e, LogIndex at, std::uint64_t size, const RecordParts& parts) override {
+    return target_->PutCheckpointFrom(w, e, at, size, parts);
   }
   Result<std::optional<CheckpointPart>> ReadCheckpointPart(WorkerId w, std::uint64_t offset,
                                                            std::uint64_t max_bytes) override {

@@ -274,10 +274,12 @@ struct Metrics {
 // GiBs of (device) state -- its size and a writer the Worker calls later, on
 // the thread that flushes (the background flusher, if enabled), so that
 // gathering and encoding the state costs the engine thread nothing. The
-// writer feeds exactly `size` bytes to `sink`, in order; it is called at
-// most once (never if a newer checkpoint replaces this one first), must not
-// call the Worker, and is destroyed once no longer needed, on that thread,
-// freeing what it holds.
+// writer feeds exactly `size` bytes to `sink`, in order, straight into the
+// store (RocksDB writes them as they come: the state is never one more host
+// buffer). It is called once per attempt to store the checkpoint (again
+// after the store asked for a retry; never if a newer checkpoint replaces
+// this one first), must not call the Worker, and is destroyed once no
+// longer needed, on that thread, freeing what it holds.
 class LSTASH_EXPORT EngineSnapshot {
  public:
   using Sink = std::function<Status(std::string_view part)>;
@@ -291,18 +293,17 @@ class LSTASH_EXPORT EngineSnapshot {
   ~EngineSnapshot();
 
   std::uint64_t size() const { return size_; }
-  // Feeds the bytes to `sink` and releases the writer. A writer's error is
-  // returned as is; one that gives other than size() bytes is kInternal.
-  // kFailedPrecondition if already written.
-  Status WriteTo(const Sink& sink);
+  // Feeds the bytes to `sink` (on every call). A writer's error is returned
+  // as is; one that gives other than size() bytes is kInternal (and `sink`
+  // never gets more than size()).
+  Status WriteTo(const Sink& sink) const;
   // The bytes, whole (WriteTo into one string).
-  Result<std::string> Bytes();
+  Result<std::string> Bytes() const;
 
  private:
   std::uint64_t size_ = 0;
   std::string bytes_;
   Writer write_;
-  bool written_ = false;
 };
 
 class LSTASH_EXPORT Worker {

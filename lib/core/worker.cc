@@ -30,17 +30,10 @@ EngineSnapshot::EngineSnapshot(EngineSnapshot&&) noexcept = default;
 EngineSnapshot& EngineSnapshot::operator=(EngineSnapshot&&) noexcept = default;
 EngineSnapshot::~EngineSnapshot() = default;
 
-Status EngineSnapshot::WriteTo(const Sink& sink) {
-  if (written_) return FailedPrecondition("engine snapshot: already written");
-  written_ = true;
-  if (!write_) {
-    Status s = bytes_.empty() ? Status::OK() : sink(bytes_);
-    bytes_ = {};
-    return s;
-  }
-  const Writer write = std::exchange(write_, nullptr);  // released when this returns
+Status EngineSnapshot::WriteTo(const Sink& sink) const {
+  if (!write_) return bytes_.empty() ? Status::OK() : sink(bytes_);
   std::uint64_t given = 0;
-  LSTASH_RETURN_IF_ERROR(write([&](std::string_view part) {
+  LSTASH_RETURN_IF_ERROR(write_([&](std::string_view part) {
     given += part.size();
     return given > size_ ? Status::OK() : sink(part);
   }));
@@ -50,11 +43,7 @@ Status EngineSnapshot::WriteTo(const Sink& sink) {
   return Status::OK();
 }
 
-Result<std::string> EngineSnapshot::Bytes() {
-  if (!write_ && !written_) {
-    written_ = true;
-    return std::move(bytes_);
-  }
+Result<std::string> EngineSnapshot::Bytes() const {
   std::string whole;
   whole.reserve(size_);
   LSTASH_RETURN_IF_ERROR(WriteTo([&](std::string_view part) {
@@ -1460,19 +1449,26 @@ void WorkerImpl::PeerDown(WorkerId peer) {
 // ---------------------------------------------------------------------------
 // Checkpoints
 
-Status WorkerImpl::PendingCheckpoint::Encode() {
-  wire::EncodeCheckpointHead(record, snapshot.size(), &bytes);
-  record = {};
-  Status s = snapshot.WriteTo([&](std::string_view part) {
-    bytes.append(part);
-    return Status::OK();
-  });
-  snapshot = EngineSnapshot(std::string());
-  if (s.ok()) return s;
-  bytes = {};
-  // Not retried (the writer gave up its snapshot): no code that invites a retry.
-  if (s.code() == Code::kUnavailable) s = Status(Code::kAborted, s.message());
-  return s.WithContext("writing the engine's snapshot");
+Status WorkerImpl::PutCheckpointRecord(const PendingCheckpoint& p, Epoch epoch, bool* snapshot_failed) {
+  std::string fields;
+  wire::EncodeCheckpointHead(p.record, p.snapshot.size(), &fields);
+  Status writer;  // the engine's writer's own error, not the store's
+  Status s = store_->PutCheckpointFrom(
+      options_.id, epoch, p.at, fields.size() + p.snapshot.size(), [&](const auto& sink) -> Status {
+        LSTASH_RETURN_IF_ERROR(sink(fields));
+        Status refused;
+        writer = p.snapshot.WriteTo([&](std::string_view part) {
+          refused = sink(part);
+          return refused;
+        });
+        if (!refused.ok()) writer = Status::OK();
+        return writer.ok() ? refused : writer;
+      });
+  *snapshot_failed = !writer.ok();
+  if (writer.ok()) return s;
+  // Not retried: no code that invites a retry.
+  if (writer.code() == Code::kUnavailable) writer = Status(Code::kAborted, writer.message());
+  return writer.WithContext("writing the engine's snapshot");
 }
 
 Status WorkerImpl::Checkpoint(EngineSnapshot snapshot) {
@@ -1501,8 +1497,8 @@ Status WorkerImpl::Checkpoint(EngineSnapshot snapshot) {
   p.record = std::move(c);
   p.snapshot = std::move(snapshot);
   if (options_.mode == Mode::kWriteFirst) {
-    Status s = p.Encode();
-    if (s.ok()) s = RetryUnavailable([&] { return store_->PutCheckpoint(options_.id, epoch_, p.at, p.bytes); });
+    bool snapshot_failed = false;
+    Status s = RetryUnavailable([&] { return PutCheckpointRecord(p, epoch_, &snapshot_failed); });
     if (!s.ok()) {
       SetSticky(s.WithContext("checkpoint"));
       return health_;
@@ -1668,10 +1664,8 @@ Result<std::size_t> WorkerImpl::FlushRound() {
     }
   }
   if (checkpoint) {
-    // An engine's writer that fails is not retried: it gave up its snapshot.
-    Status s = checkpoint->bytes.empty() ? checkpoint->Encode() : Status::OK();
-    const bool encoded = s.ok();
-    if (encoded) s = store_->PutCheckpoint(options_.id, epoch, checkpoint->at, checkpoint->bytes);
+    bool snapshot_failed = false;
+    Status s = PutCheckpointRecord(*checkpoint, epoch, &snapshot_failed);
     if (s.ok()) FailurePointHere(FailurePoint::kMidCheckpoint);
     Locked lock(this);
     checkpoint_in_flight_ = false;
@@ -1680,7 +1674,7 @@ Result<std::size_t> WorkerImpl::FlushRound() {
       checkpoint_durable_at_ = std::max(checkpoint_durable_at_, checkpoint->at);
       ++metrics_.checkpoints;
       ReleaseStable();
-    } else if (encoded && s.code() == Code::kUnavailable) {
+    } else if (!snapshot_failed && s.code() == Code::kUnavailable) {
       ++metrics_.flush_retries;
       lease_renewed_at_ = 0;
       if (!pending_checkpoint_) pending_checkpoint_ = std::move(checkpoint);

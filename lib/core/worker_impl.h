@@ -119,12 +119,12 @@ class WorkerImpl final : public Worker {
     LogIndex at = 0;
     wire::CheckpointRecord record;  // its snapshot field left empty
     EngineSnapshot snapshot{std::string()};
-    // Encoded by the flusher, off the engine thread (it copies or gathers a
-    // snapshot of maybe GiBs); empty until then.
-    std::string bytes;
-    // record + snapshot into bytes, releasing both.
-    Status Encode();
   };
+  // Stores `p` for incarnation `epoch`: its fields, then the snapshot's
+  // parts as they come (maybe GiBs: never gathered here). An error of the
+  // engine's snapshot writer sets *snapshot_failed and is not worth a
+  // retry (never kUnavailable); the store's own errors are returned as is.
+  Status PutCheckpointRecord(const PendingCheckpoint& p, Epoch epoch, bool* snapshot_failed);
 
   // Runs queued listener callbacks after releasing mu_.
   class Locked;

@@ -79,7 +79,7 @@ struct ContextImpl::Staging {
   const std::shared_ptr<std::atomic<std::uint64_t>> live_bytes;  // of every set
   std::vector<void*> host;  // by BufferId
   std::uint64_t held_bytes = 0;
-  std::atomic<bool> in_use{false};  // by a snapshot not yet written (or dropped)
+  std::atomic<bool> in_use{false};  // by a live snapshot
 };
 
 ContextImpl::ContextImpl(std::unique_ptr<Device> device, GpuBreakage breakage)
@@ -219,7 +219,7 @@ Result<EngineSnapshot> ContextImpl::Snapshot() {
     ++s.snapshots;
     s.snapshot_bytes += record_bytes;
   });
-  // Held until the snapshot is written or dropped, whichever thread that is on.
+  // Held until the snapshot is gone (stored, or dropped), on whichever thread.
   staging->in_use.store(true, std::memory_order_relaxed);
   std::shared_ptr<Staging> lease(staging.get(), [staging](Staging* s) {
     s->in_use.store(false, std::memory_order_release);

@@ -83,8 +83,8 @@ class FaultyStore final : public StoreWrapper {
     return s;
   }
 
-  Status PutCheckpoint(WorkerId w, Epoch e, LogIndex at, std::string_view r) override {
-    Status s = Write(w, e, "checkpoint", [&] { return target()->PutCheckpoint(w, e, at, r); });
+  Status PutCheckpointFrom(WorkerId w, Epoch e, LogIndex at, std::uint64_t size, const RecordParts& parts) override {
+    Status s = Write(w, e, "checkpoint", [&] { return target()->PutCheckpointFrom(w, e, at, size, parts); });
     if (s.ok()) journal_->RecordCheckpoint(w, e, at);
     return s;
   }

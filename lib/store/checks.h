@@ -50,6 +50,28 @@ inline Status CheckContiguous(WorkerId worker, LogIndex first, LogIndex committe
                             std::to_string(committed));
 }
 
+// Parts of a checkpoint record that gave `given` bytes where `size` were
+// declared.
+inline Status CheckRecordSize(WorkerId worker, std::uint64_t size, std::uint64_t given) {
+  if (given == size) return Status::OK();
+  return InvalidArgument("checkpoint of worker " + std::to_string(worker) + ": its parts gave " +
+                         std::to_string(given) + " bytes, not the " + std::to_string(size) + " declared");
+}
+
+// A checkpoint record's parts, gathered into one buffer (checked as above).
+inline Result<std::string> GatherRecord(WorkerId worker, std::uint64_t size, const Store::RecordParts& parts) {
+  std::string record;
+  record.reserve(size);
+  std::uint64_t given = 0;
+  LSTASH_RETURN_IF_ERROR(parts([&](std::string_view part) {
+    given += part.size();
+    if (given <= size) record.append(part);
+    return Status::OK();
+  }));
+  LSTASH_RETURN_IF_ERROR(CheckRecordSize(worker, size, given));
+  return record;
+}
+
 // A checkpoint may fold only committed entries, and never moves backwards
 // (the entries before the previous one are already gone).
 inline Status CheckCheckpointAt(WorkerId worker, LogIndex at, LogIndex committed, LogIndex previous_at) {

@@ -20,6 +20,10 @@ Store::~Store() = default;
 
 Status Store::RenewLease(WorkerId, Epoch, std::int64_t) { return Status::OK(); }
 
+Status Store::PutCheckpoint(WorkerId worker, Epoch epoch, LogIndex at, std::string_view record) {
+  return PutCheckpointFrom(worker, epoch, at, record.size(), [record](const auto& sink) { return sink(record); });
+}
+
 Result<std::optional<StoredCheckpoint>> Store::LatestCheckpoint(WorkerId worker) {
   auto whole = ReadCheckpointPart(worker, 0, std::numeric_limits<std::uint64_t>::max());
   if (!whole.ok()) return whole.status();
@@ -118,7 +122,10 @@ class MemoryStore final : public Store {
     return Status::OK();
   }
 
-  Status PutCheckpoint(WorkerId worker, Epoch epoch, LogIndex at, std::string_view record) override {
+  Status PutCheckpointFrom(WorkerId worker, Epoch epoch, LogIndex at, std::uint64_t size,
+                           const RecordParts& parts) override {
+    auto record = store_internal::GatherRecord(worker, size, parts);  // not under the store's lock
+    if (!record.ok()) return record.status();
     std::lock_guard<std::mutex> lock(mu_);
     WorkerData* w = Find(worker);
     LSTASH_RETURN_IF_ERROR(CheckFence(worker, epoch, CurrentEpoch(w)));
@@ -128,7 +135,7 @@ class MemoryStore final : public Store {
       w->log.pop_front();
       ++w->log_base;
     }
-    w->checkpoint = StoredCheckpoint{epoch, at, std::string(record)};
+    w->checkpoint = StoredCheckpoint{epoch, at, std::move(record).value()};
 
     return Status::OK();
   }

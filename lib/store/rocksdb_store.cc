@@ -246,6 +246,7 @@ using store_internal::CheckCheckpointAt;
 using store_internal::CheckCheckpointOffset;
 using store_internal::CheckContiguous;
 using store_internal::CheckFence;
+using store_internal::CheckRecordSize;
 using store_internal::CheckpointPartBytes;
 
 constexpr LogIndex kCopyCollectionStride = 4096;
@@ -413,7 +414,8 @@ class RocksDbStore final : public Store, public layout::ServerOps {
     return Status::OK();
   }
 
-  Status PutCheckpoint(WorkerId worker, Epoch epoch, LogIndex at, std::string_view record) override {
+  Status PutCheckpointFrom(WorkerId worker, Epoch epoch, LogIndex at, std::uint64_t size,
+                           const RecordParts& parts) override {
     WorkerState* ws = Find(worker);
     if (ws == nullptr) return CheckFence(worker, epoch, 0);
     std::lock_guard<std::mutex> lock(ws->mu);
@@ -432,24 +434,40 @@ class RocksDbStore final : public Store, public layout::ServerOps {
     }
     LSTASH_RETURN_IF_ERROR(CheckCheckpointAt(worker, at, ws->committed.load(std::memory_order_relaxed), previous.at));
 
-    // The chunks first, under a generation no head names yet, a bounded
-    // batch at a time (see rocksdb_layout.h); each chunk goes into its batch
-    // straight from `record` (SliceParts): no encoded copy of the whole.
-    const layout::CheckpointHead head = layout::NewCheckpointHead(epoch, at, record.size(), previous.generation + 1);
+    // The chunks first, as the parts come, under a generation no head names
+    // yet, a bounded batch at a time (see rocksdb_layout.h).
+    const layout::CheckpointHead head = layout::NewCheckpointHead(epoch, at, size, previous.generation + 1);
     const std::string chunk_header = layout::CheckpointChunkHeader();
-    for (std::uint64_t first = 0; first < head.chunk_count; first += layout::kCheckpointChunksPerBatch) {
-      rocksdb::WriteBatch chunks;
-      const std::uint64_t end = std::min(head.chunk_count, first + layout::kCheckpointChunksPerBatch);
-      for (std::uint64_t chunk = first; chunk < end; ++chunk) {
-        const std::string key = layout::CheckpointChunkKey(worker, head.generation, chunk);
-        const rocksdb::Slice key_part(key);
-        const rocksdb::Slice value_parts[] = {
-            chunk_header, rocksdb::Slice(record.data() + chunk * head.chunk_bytes, head.BytesOfChunk(chunk))};
-        s = chunks.Put(checkpoint_cf_, rocksdb::SliceParts(&key_part, 1), rocksdb::SliceParts(value_parts, 2));
-        if (!s.ok()) return FromRocks(s, what);
+    std::string chunk = chunk_header;  // the one being filled
+    std::uint64_t chunks_done = 0, given = 0;
+    rocksdb::WriteBatch chunks;
+    const auto end_chunk = [&]() -> Status {
+      rocksdb::Status put = chunks.Put(checkpoint_cf_, layout::CheckpointChunkKey(worker, head.generation, chunks_done++),
+                                       chunk);
+      if (!put.ok()) return FromRocks(put, what);
+      chunk.resize(chunk_header.size());
+      if (chunks.Count() < layout::kCheckpointChunksPerBatch) return Status::OK();
+      Status written = Write(&chunks, /*sync=*/true, what);
+      chunks.Clear();
+      return written;
+    };
+    const Status fed = parts([&](std::string_view part) -> Status {
+      given += part.size();
+      if (given > size) return Status::OK();  // refused below
+      Status ended;
+      while (!part.empty() && ended.ok()) {
+        const std::size_t n =
+            std::min<std::uint64_t>(part.size(), head.chunk_bytes - (chunk.size() - chunk_header.size()));
+        chunk.append(part.substr(0, n));
+        part.remove_prefix(n);
+        if (chunk.size() - chunk_header.size() == head.chunk_bytes) ended = end_chunk();
       }
-      LSTASH_RETURN_IF_ERROR(Write(&chunks, /*sync=*/true, what));
-    }
+      return ended;
+    });
+    LSTASH_RETURN_IF_ERROR(fed);
+    LSTASH_RETURN_IF_ERROR(CheckRecordSize(worker, size, given));
+    if (chunk.size() > chunk_header.size()) LSTASH_RETURN_IF_ERROR(end_chunk());
+    if (chunks.Count() > 0) LSTASH_RETURN_IF_ERROR(Write(&chunks, /*sync=*/true, what));
     // Then, in one write, the head that names them and the deletion of every
     // other chunk of the worker: the predecessor's and any a crash left.
     rocksdb::WriteBatch batch;

@@ -162,7 +162,10 @@ class RemoteStore final : public Store {
     return Status::OK();
   }
 
-  Status PutCheckpoint(WorkerId worker, Epoch epoch, LogIndex at, std::string_view record) override {
+  // The record goes in one request: gathered first.
+  Status PutCheckpointFrom(WorkerId worker, Epoch epoch, LogIndex at, std::uint64_t size,
+                           const RecordParts& parts) override {
+    LSTASH_ASSIGN_OR_RETURN(const std::string record, store_internal::GatherRecord(worker, size, parts));
     Response r;
     Shard& home = ShardOf(worker);
     LSTASH_RETURN_IF_ERROR(Call(home, Method::kPutCheckpoint, &r, [&](RequestIds ids, std::string* bytes) {

@@ -816,7 +816,6 @@ void EncodeCheckpointHead(const CheckpointRecord& record, std::uint64_t snapshot
   for (const OutboxMessage& m : record.outbox) {
     size += kMinOutboxMessageBytes + m.payload.size() + kDepBytes * m.deps.size();
   }
-  out->reserve(size + snapshot_size);  // appended next, into this capacity (not zero-filled)
   Writer w(out, kCheckpointMagic, size);
   w.U32(record.worker);
   w.U64(record.epoch);

@@ -180,9 +180,9 @@ struct CheckpointRecord {
 };
 
 void EncodeCheckpoint(const CheckpointRecord& record, std::string* out);
-// The record up to its snapshot's bytes (every field, then the snapshot's
-// length, `snapshot_size`), with capacity reserved in *out for the caller to
-// append the snapshot: so an engine's GiBs are written once, in parts.
+// The record up to its snapshot's bytes: every field, then the snapshot's
+// length, `snapshot_size`. The snapshot's bytes follow (the record's last
+// field), so GiBs of them can be written after it in parts.
 void EncodeCheckpointHead(const CheckpointRecord& record, std::uint64_t snapshot_size, std::string* out);
 Status DecodeCheckpoint(std::string_view bytes, CheckpointRecord* out);
 // Where a checkpoint record's snapshot (its last field) lies in it.

@@ -313,8 +313,8 @@ class KillableStore final : public StoreWrapper {
   Status Append(WorkerId w, Epoch e, std::span<const LogRecord> r, std::span<const LineageCopy> c) override {
     return dead ? Killed() : target()->Append(w, e, r, c);
   }
-  Status PutCheckpoint(WorkerId w, Epoch e, LogIndex at, std::string_view r) override {
-    return dead ? Killed() : target()->PutCheckpoint(w, e, at, r);
+  Status PutCheckpointFrom(WorkerId w, Epoch e, LogIndex at, std::uint64_t size, const RecordParts& parts) override {
+    return dead ? Killed() : target()->PutCheckpointFrom(w, e, at, size, parts);
   }
   Status RenewLease(WorkerId w, Epoch e, std::int64_t d) override {
     return dead ? Killed() : target()->RenewLease(w, e, d);

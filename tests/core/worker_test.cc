@@ -1638,6 +1638,40 @@ TEST_F(WorkerCheckpointTest, TheBackgroundFlusherWritesADeferredSnapshot) {
   EXPECT_EQ(StoredSnapshot(*store_, 0), "off the engine thread");
 }
 
+// A store that asks for a retry after reading the snapshot: the worker
+// keeps the writer (not a copy of what it gave) and it is called again.
+TEST_F(WorkerCheckpointTest, AStoreThatAsksForARetryGetsTheSnapshotWrittenAgain) {
+  struct RetryOnce final : StoreWrapper {
+    using StoreWrapper::StoreWrapper;
+    Status PutCheckpointFrom(WorkerId w, Epoch e, LogIndex at, std::uint64_t size, const RecordParts& parts) override {
+      if (asked++ == 0) {
+        std::uint64_t given = 0;
+        Status read = parts([&](std::string_view part) {
+          given += part.size();
+          return Status::OK();
+        });
+        EXPECT_EQ(given, size);
+        return read.ok() ? Status(Code::kUnavailable, "try again") : read;
+      }
+      return StoreWrapper::PutCheckpointFrom(w, e, at, size, parts);
+    }
+    int asked = 0;
+  } store(store_.get());
+  auto w = Open(Options(0, 1), &store);
+  ASSERT_NE(w, nullptr);
+  ASSERT_TRUE(Next(*w).has_value());
+  std::atomic<int> calls = 0;
+  CORE_ASSERT_OK(w->Checkpoint(Deferred("written twice", &calls)));
+  FlushOk(*w);
+  EXPECT_EQ(w->GetMetrics().checkpoints, 0u);
+  EXPECT_EQ(w->GetMetrics().flush_retries, 1u);
+  FlushOk(*w);
+  EXPECT_EQ(store.asked, 2);
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(w->GetMetrics().checkpoints, 1u);
+  EXPECT_EQ(StoredSnapshot(*store_, 0), "written twice");
+}
+
 // A newer checkpoint replaces one not yet stored: the older writer is
 // dropped (freeing what it holds) without being called.
 TEST_F(WorkerCheckpointTest, AReplacedDeferredSnapshotIsDroppedUnwritten) {

@@ -500,6 +500,42 @@ void ExpectReadInParts(Store* store, WorkerId worker, const ExpectedCheckpoint& 
   }
 }
 
+// A record given in parts of any size (across chunk boundaries) is stored
+// whole; parts that fail, or give more or fewer bytes than declared, store
+// nothing and leave the previous checkpoint as it was.
+TYPED_TEST(StoreTest, ACheckpointGivenInPartsIsStoredWholeOrNotAtAll) {
+  Store* store = this->store_.get();
+  Epoch e = this->Begin(1);
+  STORE_ASSERT_OK(store->Append(1, e, Records(1, 1, 3), {}));
+  const ExpectedCheckpoint old{e, 1, RandomRecord(kChunk + 3, 11)};
+  STORE_ASSERT_OK(store->PutCheckpoint(1, e, old.at, old.record));
+  const std::string record = RandomRecord(2 * kChunk + 999, 12);
+  const auto in_parts = [&](std::size_t part, std::size_t upto, Status end) -> Store::RecordParts {
+    return [&record, part, upto, end](const auto& sink) -> Status {
+      for (std::size_t at = 0; at < upto; at += part) {
+        if (Status s = sink(std::string_view(record).substr(at, std::min(part, upto - at))); !s.ok()) return s;
+      }
+      return end;
+    };
+  };
+  struct Bad {
+    Store::RecordParts parts;
+    Code code;
+  };
+  const Bad bads[] = {{in_parts(1 << 20, kChunk + 5, Status(Code::kIOError, "engine lost")), Code::kIOError},
+                      {in_parts(777777, record.size() - 1, Status::OK()), Code::kInvalidArgument},
+                      {in_parts(777777, record.size(), Status::OK()), Code::kInvalidArgument}};
+  for (std::size_t i = 0; i < std::size(bads); ++i) {
+    const std::uint64_t declared = i == 2 ? record.size() - 1 : record.size();
+    EXPECT_EQ(store->PutCheckpointFrom(1, e, 2, declared, bads[i].parts).code(), bads[i].code) << "case " << i;
+    ExpectPart(store, 1, old, 0, kWhole);
+  }
+  const ExpectedCheckpoint next{e, 2, record};
+  STORE_ASSERT_OK(store->PutCheckpointFrom(1, e, next.at, record.size(), in_parts(777777, record.size(), Status::OK())));
+  ExpectPart(store, 1, next, 0, kWhole);
+  ExpectPart(store, 1, next, kChunk - 1, 2);
+}
+
 TYPED_TEST(StoreTest, CheckpointPartsAreTheSlicesOfTheRecord) {
   Store* store = this->store_.get();
   Epoch e = this->Begin(1);
