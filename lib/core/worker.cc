@@ -1666,6 +1666,10 @@ Result<std::size_t> WorkerImpl::FlushRound() {
   if (checkpoint) {
     bool snapshot_failed = false;
     Status s = PutCheckpointRecord(*checkpoint, epoch, &snapshot_failed);
+    // Unless it is to be retried, the snapshot goes (with what it holds:
+    // a GPU context's host copies) before Sync can see the checkpoint done,
+    // so the engine's next snapshot finds them free.
+    if (snapshot_failed || s.code() != Code::kUnavailable) checkpoint->snapshot = EngineSnapshot(std::string());
     if (s.ok()) FailurePointHere(FailurePoint::kMidCheckpoint);
     Locked lock(this);
     checkpoint_in_flight_ = false;

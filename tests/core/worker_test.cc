@@ -1672,6 +1672,29 @@ TEST_F(WorkerCheckpointTest, AStoreThatAsksForARetryGetsTheSnapshotWrittenAgain)
   EXPECT_EQ(StoredSnapshot(*store_, 0), "written twice");
 }
 
+// A stored checkpoint's snapshot writer (and what it holds: a GPU
+// context's host copies) is freed before anyone can learn the checkpoint is
+// stored, so an engine's next snapshot after Sync finds them free.
+TEST_F(WorkerCheckpointTest, AStoredSnapshotIsFreedBeforeTheCheckpointCountsAsStored) {
+  WorkerOptions o = Options(0, 1);
+  std::weak_ptr<int> watch;
+  std::optional<bool> freed_when_stored;
+  o.failure_point_hook = [&](FailurePoint point) {
+    if (point == FailurePoint::kMidCheckpoint) freed_when_stored = watch.expired();
+  };
+  auto w = Open(o);
+  ASSERT_NE(w, nullptr);
+  ASSERT_TRUE(Next(*w).has_value());
+  auto held = std::make_shared<int>(0);
+  watch = held;
+  CORE_ASSERT_OK(w->Checkpoint(EngineSnapshot(1, [held = std::move(held)](const EngineSnapshot::Sink& sink) {
+    return sink("h");
+  })));
+  FlushOk(*w);
+  EXPECT_EQ(w->GetMetrics().checkpoints, 1u);
+  EXPECT_EQ(freed_when_stored, std::optional<bool>(true));
+}
+
 // A newer checkpoint replaces one not yet stored: the older writer is
 // dropped (freeing what it holds) without being called.
 TEST_F(WorkerCheckpointTest, AReplacedDeferredSnapshotIsDroppedUnwritten) {
