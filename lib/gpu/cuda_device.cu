@@ -198,6 +198,9 @@ class CudaDevice final : public Device {
     return Status::OK();
   }
   Status WaitCopies() override {
+    // Called on the worker's flusher thread too (a snapshot's writer): its
+    // current device is set for it, as on the engine thread.
+    LSTASH_CUDA(cudaSetDevice(ordinal_), "snapshot: select the device");
     LSTASH_CUDA(cudaStreamSynchronize(copy_), "snapshot: wait for the copies");
     return Status::OK();
   }
@@ -292,6 +295,7 @@ class CudaDevice final : public Device {
   CudaDevice() = default;
 
   Status Init(int ordinal, int streams) {
+    ordinal_ = ordinal;
     LSTASH_CUDA(cudaSetDevice(ordinal), "select the device");
     cudaDeviceProp prop{};
     LSTASH_CUDA(cudaGetDeviceProperties(&prop, ordinal), "read the device's properties");
@@ -329,6 +333,7 @@ class CudaDevice final : public Device {
   }
 
   std::string name_;
+  int ordinal_ = 0;
   cudaStream_t main_ = nullptr, copy_ = nullptr;
   std::vector<cudaStream_t> race_streams_;
   std::vector<cudaEvent_t> race_done_;

@@ -34,7 +34,9 @@ class Device {
   virtual Status CopyOut(void* dst, const void* src, std::size_t bytes) = 0;
   // Snapshot copies: queued on a copy stream behind the kernels queued so
   // far, into host memory from AllocateHost; kernels queued later wait for
-  // them. WaitCopies blocks until they are done.
+  // them. WaitCopies blocks until they are done; it (and FreeHost) may be
+  // called from another thread than the rest: a snapshot's writer runs on
+  // the worker's flusher.
   virtual Status BeginCopyOut(void* host_dst, const void* src, std::size_t bytes) = 0;
   virtual Status WaitCopies() = 0;
 
