@@ -31,6 +31,14 @@ bool GetLe(std::string_view& in, int bytes, std::uint64_t* v) {
   return true;
 }
 
+// A streaming XXH3-64 (the record's digest), reset; null if out of memory.
+using Xxh3 = std::unique_ptr<XXH3_state_t, XXH_errorcode (*)(XXH3_state_t*)>;
+Xxh3 NewXxh3() {
+  Xxh3 state(XXH3_createState(), &XXH3_freeState);
+  if (state != nullptr) XXH3_64bits_reset(state.get());
+  return state;
+}
+
 // A digest trailer: the little-endian u64 in `eight` bytes.
 std::uint64_t Le64(std::string_view eight) {
   std::uint64_t v = 0;
@@ -227,9 +235,8 @@ Result<EngineSnapshot> ContextImpl::Snapshot() {
   return EngineSnapshot(record_bytes, [lease, table = std::move(table), sizes = std::move(sizes)](
                                           const EngineSnapshot::Sink& sink) -> Status {
     if (Status s = lease->device->WaitCopies(); !s.ok()) return s.WithContext("gpu snapshot");
-    std::unique_ptr<XXH3_state_t, XXH_errorcode (*)(XXH3_state_t*)> digest(XXH3_createState(), &XXH3_freeState);
+    const Xxh3 digest = NewXxh3();
     if (digest == nullptr) return Status(Code::kResourceExhausted, "gpu snapshot: out of memory");
-    XXH3_64bits_reset(digest.get());
     const auto emit = [&](std::string_view part) {
       XXH3_64bits_update(digest.get(), part.data(), part.size());
       return sink(part);
@@ -252,9 +259,7 @@ class ContextImpl::Restorer {
   // `whole`: the record, when the caller has all of it (then its digest is
   // checked once the table is, before any buffer changes).
   Restorer(ContextImpl& context, std::uint64_t record_bytes, std::string_view whole = {})
-      : context_(context), record_bytes_(record_bytes), whole_(whole), digest_(XXH3_createState(), &XXH3_freeState) {
-    if (digest_ != nullptr) XXH3_64bits_reset(digest_.get());
-  }
+      : context_(context), record_bytes_(record_bytes), whole_(whole), digest_(NewXxh3()) {}
 
   Status Feed(std::string_view part) {
     if (digest_ == nullptr) return Status(Code::kResourceExhausted, "gpu restore: out of memory");
@@ -383,7 +388,7 @@ class ContextImpl::Restorer {
   std::vector<std::pair<Buffer*, std::size_t>> plan_;  // buffer, bytes written
   std::size_t next_ = 0;                               // plan_'s buffer being written
   bool copy_failed_ = false;
-  std::unique_ptr<XXH3_state_t, XXH_errorcode (*)(XXH3_state_t*)> digest_;
+  Xxh3 digest_;
 };
 
 Status ContextImpl::Restore(std::string_view snapshot) {
