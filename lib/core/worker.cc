@@ -1449,7 +1449,7 @@ void WorkerImpl::PeerDown(WorkerId peer) {
 // ---------------------------------------------------------------------------
 // Checkpoints
 
-Status WorkerImpl::PutCheckpointRecord(const PendingCheckpoint& p, Epoch epoch, bool* snapshot_failed) {
+Status WorkerImpl::PutCheckpointRecord(const PendingCheckpoint& p, Epoch epoch) {
   std::string fields;
   wire::EncodeCheckpointHead(p.record, p.snapshot.size(), &fields);
   Status writer;  // the engine's writer's own error, not the store's
@@ -1464,9 +1464,8 @@ Status WorkerImpl::PutCheckpointRecord(const PendingCheckpoint& p, Epoch epoch, 
         if (!refused.ok()) writer = Status::OK();
         return writer.ok() ? refused : writer;
       });
-  *snapshot_failed = !writer.ok();
   if (writer.ok()) return s;
-  // Not retried: no code that invites a retry.
+  // Not retried (the retry is the store's to ask for): no code that invites one.
   if (writer.code() == Code::kUnavailable) writer = Status(Code::kAborted, writer.message());
   return writer.WithContext("writing the engine's snapshot");
 }
@@ -1497,8 +1496,7 @@ Status WorkerImpl::Checkpoint(EngineSnapshot snapshot) {
   p.record = std::move(c);
   p.snapshot = std::move(snapshot);
   if (options_.mode == Mode::kWriteFirst) {
-    bool snapshot_failed = false;
-    Status s = RetryUnavailable([&] { return PutCheckpointRecord(p, epoch_, &snapshot_failed); });
+    Status s = RetryUnavailable([&] { return PutCheckpointRecord(p, epoch_); });
     if (!s.ok()) {
       SetSticky(s.WithContext("checkpoint"));
       return health_;
@@ -1664,12 +1662,11 @@ Result<std::size_t> WorkerImpl::FlushRound() {
     }
   }
   if (checkpoint) {
-    bool snapshot_failed = false;
-    Status s = PutCheckpointRecord(*checkpoint, epoch, &snapshot_failed);
+    Status s = PutCheckpointRecord(*checkpoint, epoch);
     // Unless it is to be retried, the snapshot goes (with what it holds:
     // a GPU context's host copies) before Sync can see the checkpoint done,
     // so the engine's next snapshot finds them free.
-    if (snapshot_failed || s.code() != Code::kUnavailable) checkpoint->snapshot = EngineSnapshot(std::string());
+    if (s.code() != Code::kUnavailable) checkpoint->snapshot = EngineSnapshot(std::string());
     if (s.ok()) FailurePointHere(FailurePoint::kMidCheckpoint);
     Locked lock(this);
     checkpoint_in_flight_ = false;
@@ -1678,7 +1675,7 @@ Result<std::size_t> WorkerImpl::FlushRound() {
       checkpoint_durable_at_ = std::max(checkpoint_durable_at_, checkpoint->at);
       ++metrics_.checkpoints;
       ReleaseStable();
-    } else if (!snapshot_failed && s.code() == Code::kUnavailable) {
+    } else if (s.code() == Code::kUnavailable) {
       ++metrics_.flush_retries;
       lease_renewed_at_ = 0;
       if (!pending_checkpoint_) pending_checkpoint_ = std::move(checkpoint);

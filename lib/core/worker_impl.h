@@ -121,10 +121,10 @@ class WorkerImpl final : public Worker {
     EngineSnapshot snapshot{std::string()};
   };
   // Stores `p` for incarnation `epoch`: its fields, then the snapshot's
-  // parts as they come (maybe GiBs: never gathered here). An error of the
-  // engine's snapshot writer sets *snapshot_failed and is not worth a
-  // retry (never kUnavailable); the store's own errors are returned as is.
-  Status PutCheckpointRecord(const PendingCheckpoint& p, Epoch epoch, bool* snapshot_failed);
+  // parts as they come (maybe GiBs: never gathered here). The store's errors
+  // are returned as is; the engine's snapshot writer's, with context and
+  // never as kUnavailable (only the store asks for a retry).
+  Status PutCheckpointRecord(const PendingCheckpoint& p, Epoch epoch);
 
   // Runs queued listener callbacks after releasing mu_.
   class Locked;
