@@ -10,7 +10,10 @@
 //              then `--replay-tasks` logged tasks (random numbers, a racy
 //              scatter-add, raced updates, a layer, digests on), crashed; the
 //              new incarnation's time from its start to replay done, in
-//              parts, and whether its device state equals the lost one.
+//              parts, and whether its device state equals the lost one. The
+//              new incarnation runs in this process (the store stays open)
+//              and, for RocksDB, in a new process that opens the store the
+//              lost one left, as after a real crash (CUDA's start included).
 //
 // Runs on CUDA when a device is present (--backend to choose), else on the
 // CPU path with smaller defaults. scripts/gpu-check runs it.
@@ -23,15 +26,21 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <optional>
 #include <random>
 #include <string>
-#include <unistd.h>
 #include <vector>
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 namespace lstash {
 namespace {
@@ -82,6 +91,10 @@ class ScratchStore {
     if (!dir_.empty()) std::filesystem::remove_all(dir_, ignored);
   }
   Store* get() { return store_.get(); }
+  // Closes the store (a RocksDB store can then be opened by another
+  // process), keeping its files.
+  void Close() { store_.reset(); }
+  std::string path() const { return dir_.string(); }
 
  private:
   static inline int serial_ = 0;
@@ -259,62 +272,162 @@ struct RecoveryApp {
   gpu::BufferId state, noise, index, hist, small, x, w, b, y;
 };
 
-nlohmann::json Recovery(const Settings& s, const std::string& store_kind) {
-  ScratchStore store(store_kind);
-  const std::size_t state_bytes = s.state_mib << 20, state_floats = state_bytes / 4;
-  std::uint64_t lost_digest = 0;
-  double checkpoint_ms = 0, checkpoint_engine_ms = 0, checkpoint_again_engine_ms = 0;
-  {
-    auto context = Must(gpu::Context::Open(ContextOptionsFor(s)), "open the GPU context");
-    RecoveryApp app(*context, state_bytes);
-    Job job{Must(Worker::Open(OneWorker(Mode::kLineageStash), store.get()), "open the worker")};
-    auto start = Must(job.worker->NextTask(), "start task");
-    app.Start(*job.worker, *start, state_floats);
-    Must(job.worker->Submit(0, "next").status(), "submit");
-    const auto t = SteadyClock::now();
-    Must(job.worker->Checkpoint(Must(context->Snapshot(), "snapshot")), "checkpoint");
-    checkpoint_engine_ms = MsSince(t);  // what the engine waits for; the flusher stores it
-    Must(job.worker->Sync(300'000'000'000), "checkpoint durable");
-    checkpoint_ms = MsSince(t);
-    const auto again = SteadyClock::now();  // the steady state: host copies allocated, reused
-    Must(job.worker->Checkpoint(Must(context->Snapshot(), "snapshot")), "checkpoint again");
-    checkpoint_again_engine_ms = MsSince(again);
-    Must(job.worker->Sync(300'000'000'000), "checkpoint again durable");
-    for (Frame& f : job.worker->TakeFrames()) Must(job.worker->Receive(f.bytes).status(), "receive");
-    job.Run(s.replay_tasks, false, [&](const Task& task) { app.Step(*job.worker, task); });
-    Must(job.worker->Sync(60'000'000'000), "log durable");
-    lost_digest = app.Digest();
-  }  // the crash: worker, context and device memory gone
+// What the lost incarnation left behind, besides its store.
+struct Lost {
+  std::uint64_t digest = 0;  // of its device state when it died
+  nlohmann::json checkpoint;  // how long taking its checkpoint took
+};
 
-  const auto t0 = SteadyClock::now();
+// The first incarnation: checkpoints `state_mib` of device state, runs the
+// logged tasks, and dies (its worker, context and device memory go).
+Lost RunUntilCrash(const Settings& s, Store* store) {
+  const std::size_t state_bytes = s.state_mib << 20, state_floats = state_bytes / 4;
   auto context = Must(gpu::Context::Open(ContextOptionsFor(s)), "open the GPU context");
   RecoveryApp app(*context, state_bytes);
-  const double context_ms = MsSince(t0);
-  Job job{Must(Worker::Open(OneWorker(Mode::kLineageStash), store.get()), "reopen the worker")};
-  const double worker_open_ms = MsSince(t0);
+  Job job{Must(Worker::Open(OneWorker(Mode::kLineageStash), store), "open the worker")};
+  auto start = Must(job.worker->NextTask(), "start task");
+  app.Start(*job.worker, *start, state_floats);
+  Must(job.worker->Submit(0, "next").status(), "submit");
+  const auto t = SteadyClock::now();
+  Must(job.worker->Checkpoint(Must(context->Snapshot(), "snapshot")), "checkpoint");
+  const double engine_ms = MsSince(t);  // what the engine waits for; the flusher stores it
+  Must(job.worker->Sync(300'000'000'000), "checkpoint durable");
+  const double durable_ms = MsSince(t);
+  const auto again = SteadyClock::now();  // the steady state: host copies allocated, reused
+  Must(job.worker->Checkpoint(Must(context->Snapshot(), "snapshot")), "checkpoint again");
+  const double again_engine_ms = MsSince(again);
+  Must(job.worker->Sync(300'000'000'000), "checkpoint again durable");
+  for (Frame& f : job.worker->TakeFrames()) Must(job.worker->Receive(f.bytes).status(), "receive");
+  job.Run(s.replay_tasks, false, [&](const Task& task) { app.Step(*job.worker, task); });
+  Must(job.worker->Sync(60'000'000'000), "log durable");
+  return {app.Digest(),
+          {{"checkpoint_ms", durable_ms},
+           {"checkpoint_engine_ms", engine_ms},
+           {"checkpoint_again_engine_ms", again_engine_ms}}};
+}
+
+// Memory a process touches for the first time costs a page fault per 4 KiB
+// (about 15 us each on the VM of docs/benchmarks.md: more than copying it).
+long MinorPageFaults() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_minflt;
+}
+
+// The new incarnation, timed from `start` (its process's spawn, or the crash
+// when it runs in the same process) to replay done. With `store` null it
+// opens the RocksDB store at `store_path` itself, as a new process must.
+nlohmann::json Recover(const Settings& s, SteadyClock::time_point start, Store* store, const std::string& store_path,
+                       std::uint64_t lost_digest) {
+  const auto ms = [start](SteadyClock::time_point t) {
+    return std::chrono::duration<double, std::milli>(t - start).count();
+  };
+  const auto began = SteadyClock::now();
+  auto context = Must(gpu::Context::Open(ContextOptionsFor(s)), "open the GPU context");
+  RecoveryApp app(*context, s.state_mib << 20);
+  const auto context_at = SteadyClock::now();
+  std::unique_ptr<Store> opened;
+  if (store == nullptr) {
+    opened = Must(OpenRocksDbStore(store_path), "open the RocksDB store");
+    store = opened.get();
+  }
+  const auto store_at = SteadyClock::now();
+  Job job{Must(Worker::Open(OneWorker(Mode::kLineageStash), store), "reopen the worker")};
+  const auto open_at = SteadyClock::now();
   if (!job.worker->restored_snapshot_bytes()) Fail(Status(Code::kDataLoss, "no checkpoint"), "recovery");
+  const long faults_before = MinorPageFaults();
   Must(context->RestoreFrom(*job.worker), "restore the device state");
-  const double restored_ms = MsSince(t0);
+  const auto restored_at = SteadyClock::now();
+  const long restore_page_faults = MinorPageFaults() - faults_before;
   const int replayed = job.Run(s.replay_tasks + 1, true, [&](const Task& task) { app.Step(*job.worker, task); });
   Must(context->Synchronize(), "synchronize");
-  const double total_ms = MsSince(t0);
-  const bool verified = app.Digest() == lost_digest;
+  const auto done_at = SteadyClock::now();
   const gpu::Stats stats = context->GetStats();
-  return {{"store", store_kind},
-          {"state_mib", s.state_mib},
+  return {{"state_mib", s.state_mib},
           {"tasks_replayed", replayed},
-          {"checkpoint_ms", checkpoint_ms},
-          {"checkpoint_engine_ms", checkpoint_engine_ms},
-          {"checkpoint_again_engine_ms", checkpoint_again_engine_ms},
-          {"context_ms", context_ms},
-          {"worker_open_ms", worker_open_ms - context_ms},
-          {"restore_ms", restored_ms - worker_open_ms},
-          {"replay_ms", total_ms - restored_ms},
-          {"total_ms", total_ms},
-          {"replay_tasks_per_s", replayed / ((total_ms - restored_ms) / 1000.0)},
+          {"process_start_ms", ms(began)},
+          {"context_ms", ms(context_at) - ms(began)},
+          {"store_open_ms", ms(store_at) - ms(context_at)},
+          {"worker_open_ms", ms(open_at) - ms(store_at)},
+          {"restore_ms", ms(restored_at) - ms(open_at)},
+          {"restore_page_faults", restore_page_faults},
+          {"replay_ms", ms(done_at) - ms(restored_at)},
+          {"total_ms", ms(done_at)},
+          {"replay_tasks_per_s", replayed / (ms(done_at) - ms(restored_at)) * 1000.0},
           {"divergences", stats.divergences},
           {"restored_output_bytes", stats.restored_output_bytes},
-          {"verified", verified}};
+          {"verified", app.Digest() == lost_digest}};
+}
+
+std::int64_t SteadyNanos(SteadyClock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+// Runs this program again as the new incarnation (--recover) on the store
+// at `store_path`, and returns what it measured. The steady clock is
+// CLOCK_MONOTONIC, one clock for all processes, so the child times itself
+// from the moment its parent spawned it.
+nlohmann::json RecoverInNewProcess(const Settings& s, const std::string& store_path, std::uint64_t lost_digest) {
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+  int out[2];  // the child's stdout; close-on-exec, so the child keeps only the copy on its stdout
+  if (pipe2(out, O_CLOEXEC) != 0) Fail(Status(Code::kInternal, std::strerror(errno)), "pipe");
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
+  const auto spawned = SteadyClock::now();
+  std::vector<std::string> args = {self,
+                                   "--backend", s.backend,
+                                   "--state-mib", std::to_string(s.state_mib),
+                                   "--replay-tasks", std::to_string(s.replay_tasks),
+                                   "--recover", store_path,
+                                   "--lost-digest", std::to_string(lost_digest),
+                                   "--started-ns", std::to_string(SteadyNanos(spawned))};
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  const int spawn_error = posix_spawn(&pid, self.c_str(), &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  close(out[1]);
+  if (spawn_error != 0) Fail(Status(Code::kInternal, std::strerror(spawn_error)), "start the new incarnation");
+  std::string printed;
+  char buffer[4096];
+  for (ssize_t n; (n = read(out[0], buffer, sizeof buffer)) != 0;) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    printed.append(buffer, static_cast<std::size_t>(n));
+  }
+  close(out[0]);
+  int wait_status = 0;
+  while (waitpid(pid, &wait_status, 0) < 0 && errno == EINTR) {
+  }
+  while (!printed.empty() && printed.back() == '\n') printed.pop_back();
+  const std::size_t last_line = printed.rfind('\n');
+  nlohmann::json r = nlohmann::json::parse(last_line == std::string::npos ? printed : printed.substr(last_line + 1),
+                                           nullptr, /*allow_exceptions=*/false);
+  if (!WIFEXITED(wait_status) || r.is_discarded() || !r.is_object())
+    Fail(Status(Code::kInternal, fmt::format("it exited with status {:#x} and printed '{}'", wait_status, printed)),
+         "the new incarnation's process");
+  return r;
+}
+
+// One recovery experiment: `where` is "same" (the new incarnation runs in
+// this process, its store still open) or "new" (a new process, which opens
+// the RocksDB store the lost one left).
+nlohmann::json Recovery(const Settings& s, const std::string& store_kind, const std::string& where) {
+  ScratchStore store(store_kind);
+  const Lost lost = RunUntilCrash(s, store.get());
+  nlohmann::json r;
+  if (where == "new") {
+    store.Close();
+    r = RecoverInNewProcess(s, store.path(), lost.digest);
+  } else {
+    r = Recover(s, SteadyClock::now(), store.get(), "", lost.digest);
+  }
+  r["store"] = store_kind;
+  r["process"] = where;
+  r.update(lost.checkpoint);
+  return r;
 }
 
 int Main(int argc, char** argv) {
@@ -334,7 +447,20 @@ int Main(int argc, char** argv) {
   cli.add_option("--stores", stores, "recovery: stores to try, of rocksdb and memory (the first also serves overhead)");
   cli.add_flag("--quick", quick, "small sizes, for tests");
   cli.add_flag("--json", s.json, "print one JSON object as the last line");
+  // The new incarnation's process of a recovery run (RecoverInNewProcess); not in --help.
+  std::string recover_path;
+  std::uint64_t lost_digest = 0;
+  std::int64_t started_ns = 0;
+  cli.add_option("--recover", recover_path)->group("");
+  cli.add_option("--lost-digest", lost_digest)->group("");
+  cli.add_option("--started-ns", started_ns)->group("");
   CLI11_PARSE(cli, argc, argv);
+  if (!recover_path.empty()) {
+    const SteadyClock::time_point started{std::chrono::nanoseconds(started_ns)};
+    const nlohmann::json r = Recover(s, started, nullptr, recover_path, lost_digest);
+    fmt::print("{}\n", r.dump());
+    return r["verified"].get<bool>() ? 0 : 1;
+  }
   s.stores.clear();
   for (std::string_view rest = stores; !rest.empty();) {
     const std::size_t comma = rest.find(',');
@@ -375,14 +501,23 @@ int Main(int argc, char** argv) {
                m["mean_us"].get<double>(), m["p50_us"].get<double>(), m["p99_us"].get<double>(),
                100 * m["overhead_vs_none"].get<double>());
   }
-  for (const std::string& kind : s.stores) {
-    fmt::print("recovery: {} MiB of device state + {} logged tasks, {} store...\n", s.state_mib, s.replay_tasks, kind);
-    nlohmann::json r = Recovery(s, kind);
-    fmt::print("  {:.1f} ms from the new incarnation's start (context {:.1f}, worker open {:.1f}, restore {:.1f}, "
-               "replay {:.1f} for {} tasks); device state {}\n",
-               r["total_ms"].get<double>(), r["context_ms"].get<double>(), r["worker_open_ms"].get<double>(),
-               r["restore_ms"].get<double>(), r["replay_ms"].get<double>(), r["tasks_replayed"].get<int>(),
+  // Every store with the new incarnation in this process (the store stays
+  // open: a store server outlives its workers); an embedded RocksDB store
+  // also as a real crash leaves it, to a new process that opens it.
+  std::vector<std::pair<std::string, std::string>> runs;
+  for (const std::string& kind : s.stores) runs.emplace_back(kind, "same");
+  if (std::find(s.stores.begin(), s.stores.end(), "rocksdb") != s.stores.end()) runs.emplace_back("rocksdb", "new");
+  for (const auto& [kind, where] : runs) {
+    fmt::print("recovery: {} MiB of device state + {} logged tasks, {} store, new incarnation in {} process...\n",
+               s.state_mib, s.replay_tasks, kind, where == "new" ? "a new" : "the same");
+    nlohmann::json r = Recovery(s, kind, where);
+    fmt::print("  {:.1f} ms from the new incarnation's start (process start {:.1f}, context {:.1f}, store open {:.1f}, "
+               "worker open {:.1f}, restore {:.1f}, replay {:.1f} for {} tasks); device state {}\n",
+               r["total_ms"].get<double>(), r["process_start_ms"].get<double>(), r["context_ms"].get<double>(),
+               r["store_open_ms"].get<double>(), r["worker_open_ms"].get<double>(), r["restore_ms"].get<double>(),
+               r["replay_ms"].get<double>(), r["tasks_replayed"].get<int>(),
                r["verified"].get<bool>() ? "bit-for-bit equal to the lost one" : "DIFFERENT from the lost one");
+    fmt::print("  (the restore met {} page faults)\n", r["restore_page_faults"].get<long>());
     fmt::print("  (its checkpoint: {:.1f} ms of the engine's time, {:.1f} ms until durable; the next one {:.1f} ms "
                "of the engine's time)\n",
                r["checkpoint_engine_ms"].get<double>(), r["checkpoint_ms"].get<double>(),

@@ -136,12 +136,18 @@ class LSTASH_EXPORT Store {
   Status PutCheckpoint(WorkerId worker, Epoch epoch, LogIndex at, std::string_view record);
 
   // Up to `max_bytes` of `worker`'s latest checkpoint record, from byte
-  // `offset` on (fewer only at the record's end; none from its end), or
-  // nullopt if it has no checkpoint. kInvalidArgument for an offset past the
-  // end. A reader of several parts checks that epoch and at stay the same:
-  // a newer checkpoint may have replaced the one it began on.
-  virtual Result<std::optional<CheckpointPart>> ReadCheckpointPart(WorkerId worker, std::uint64_t offset,
-                                                                   std::uint64_t max_bytes) = 0;
+  // `offset` on (fewer only at the record's end; none from its end), into
+  // *part; false if it has no checkpoint. kInvalidArgument for an offset
+  // past the end. part->bytes is replaced, its buffer reused where the store
+  // can: a reader of many parts passes the same few, as fresh memory costs a
+  // page fault per 4 KiB (a GiB read into new buffers met one per page).
+  // A reader of several parts checks that epoch and at stay the same: a
+  // newer checkpoint may have replaced the one it began on.
+  virtual Result<bool> ReadCheckpointPartInto(WorkerId worker, std::uint64_t offset, std::uint64_t max_bytes,
+                                              CheckpointPart* part) = 0;
+  // The same in a new part, or nullopt if it has no checkpoint.
+  Result<std::optional<CheckpointPart>> ReadCheckpointPart(WorkerId worker, std::uint64_t offset,
+                                                           std::uint64_t max_bytes);
 
   // The latest checkpoint of `worker`, whole, or nullopt if none.
   Result<std::optional<StoredCheckpoint>> LatestCheckpoint(WorkerId worker);
@@ -181,9 +187,9 @@ class LSTASH_EXPORT StoreWrapper : public Store {
   Status PutCheckpointFrom(WorkerId w, Epoch e, LogIndex at, std::uint64_t size, const RecordParts& parts) override {
     return target_->PutCheckpointFrom(w, e, at, size, parts);
   }
-  Result<std::optional<CheckpointPart>> ReadCheckpointPart(WorkerId w, std::uint64_t offset,
-                                                           std::uint64_t max_bytes) override {
-    return target_->ReadCheckpointPart(w, offset, max_bytes);
+  Result<bool> ReadCheckpointPartInto(WorkerId w, std::uint64_t offset, std::uint64_t max_bytes,
+                                      CheckpointPart* part) override {
+    return target_->ReadCheckpointPartInto(w, offset, max_bytes, part);
   }
   Status RenewLease(WorkerId w, Epoch e, std::int64_t duration_nanos) override {
     return target_->RenewLease(w, e, duration_nanos);

@@ -1225,12 +1225,13 @@ Status WorkerImpl::LoadCheckpoint() {
   while (!(decoded = wire::DecodeCheckpointHead(head, r.record_bytes, &c, &r.extent)).ok() &&
          head.size() < r.record_bytes) {
     // Fields longer than the first part (a long outbox): twice as much.
-    auto more = ReadCheckpointBytes(r, head.size(), std::min<std::uint64_t>(head.size(), r.record_bytes - head.size()));
-    if (!more.ok()) {
-      if (more.status().code() == Code::kCorruption) ++metrics_.corrupt_records;
-      return more.status().WithContext("reading the latest checkpoint");
+    CheckpointPart more;
+    if (Status s = ReadCheckpointBytes(r, head.size(), std::min(head.size(), r.record_bytes - head.size()), &more);
+        !s.ok()) {
+      if (s.code() == Code::kCorruption) ++metrics_.corrupt_records;
+      return s.WithContext("reading the latest checkpoint");
     }
-    head += *more;
+    head += more.bytes;
   }
   if (decoded.ok() && (c.worker != options_.id || c.num_workers != n_ || c.at != r.at ||
                        c.next_channel_seq.size() != n_ || c.executed_upto.size() != n_)) {
@@ -1265,20 +1266,19 @@ Status WorkerImpl::LoadCheckpoint() {
   return Status::OK();
 }
 
-Result<std::string> WorkerImpl::ReadCheckpointBytes(const RestoredSnapshot& r, std::uint64_t offset,
-                                                    std::uint64_t size) {
-  auto part = store_->ReadCheckpointPart(options_.id, offset, size);
-  if (!part.ok()) return part.status();
-  if (!part->has_value() || (*part)->epoch != r.epoch || (*part)->at != r.at) {
+Status WorkerImpl::ReadCheckpointBytes(const RestoredSnapshot& r, std::uint64_t offset, std::uint64_t size,
+                                       CheckpointPart* part) {
+  LSTASH_ASSIGN_OR_RETURN(const bool found, store_->ReadCheckpointPartInto(options_.id, offset, size, part));
+  if (!found || part->epoch != r.epoch || part->at != r.at) {
     return Aborted("the checkpoint at " + std::to_string(r.at) + " was replaced while it was read");
   }
-  if ((*part)->total_bytes != r.record_bytes || (*part)->bytes.size() != size) {
-    return Corruption("the store returned " + std::to_string((*part)->bytes.size()) + " bytes at offset " +
-                      std::to_string(offset) + " of a " + std::to_string((*part)->total_bytes) +
+  if (part->total_bytes != r.record_bytes || part->bytes.size() != size) {
+    return Corruption("the store returned " + std::to_string(part->bytes.size()) + " bytes at offset " +
+                      std::to_string(offset) + " of a " + std::to_string(part->total_bytes) +
                       "-byte checkpoint record; " + std::to_string(size) + " bytes of a " +
                       std::to_string(r.record_bytes) + "-byte one were asked for");
   }
-  return std::move((*part)->bytes);
+  return Status::OK();
 }
 
 std::optional<std::uint64_t> WorkerImpl::restored_snapshot_bytes() const {
@@ -1302,27 +1302,29 @@ Status WorkerImpl::ReadRestoredSnapshot(const std::function<Status(std::string_v
 }
 
 // Reads the next part while `sink` takes this one, so the store's reads
-// overlap the engine's copies (to a device).
+// overlap the engine's copies (to a device). Two buffers take turns: a GiB
+// read into a new buffer per part met a page fault per 4 KiB, as many as in
+// a copy of the GiB.
 Status WorkerImpl::StreamSnapshot(const RestoredSnapshot& r, const std::function<Status(std::string_view)>& sink) {
   const std::uint64_t end = r.extent.offset + r.extent.size;
-  const auto read = [this, &r, end](std::uint64_t offset) {
-    return ReadCheckpointBytes(r, offset, std::min(kSnapshotPartBytes, end - offset));
+  const auto read = [this, &r, end](std::uint64_t offset, CheckpointPart* into) {
+    return ReadCheckpointBytes(r, offset, std::min(kSnapshotPartBytes, end - offset), into);
   };
+  CheckpointPart parts[2];  // outlive `next`, whose destructor waits for a pending read
   std::uint64_t offset = r.extent.offset;
-  std::future<Result<std::string>> next;
-  if (offset < end) next = std::async(std::launch::async, read, offset);
-  while (offset < end) {
-    Result<std::string> part = next.get();
-    if (!part.ok()) {
-      if (part.status().code() == Code::kCorruption) {
+  std::future<Status> next;
+  if (offset < end) next = std::async(std::launch::async, read, offset, &parts[0]);
+  for (int turn = 0; offset < end; turn ^= 1) {
+    if (Status s = next.get(); !s.ok()) {
+      if (s.code() == Code::kCorruption) {
         std::lock_guard<std::mutex> lock(mu_);
         ++metrics_.corrupt_records;
       }
-      return part.status().WithContext("reading the snapshot to restore");
+      return s.WithContext("reading the snapshot to restore");
     }
-    offset += part->size();
-    if (offset < end) next = std::async(std::launch::async, read, offset);
-    LSTASH_RETURN_IF_ERROR(sink(*part));  // a pending read finishes in next's destructor
+    offset += parts[turn].bytes.size();
+    if (offset < end) next = std::async(std::launch::async, read, offset, &parts[turn ^ 1]);
+    LSTASH_RETURN_IF_ERROR(sink(parts[turn].bytes));
   }
   return Status::OK();
 }

@@ -195,9 +195,10 @@ class WorkerImpl final : public Worker {
     wire::SnapshotExtent extent;
     std::optional<std::string> bytes;  // when Open read the record whole
   };
-  // Bytes [offset, offset + size) of the checkpoint holding `r`, checked
-  // (kCorruption for a part that does not fit; the caller counts it).
-  Result<std::string> ReadCheckpointBytes(const RestoredSnapshot& r, std::uint64_t offset, std::uint64_t size);
+  // Bytes [offset, offset + size) of the checkpoint holding `r`, into *part
+  // (its buffer reused), checked (kCorruption for a part that does not fit;
+  // the caller counts it).
+  Status ReadCheckpointBytes(const RestoredSnapshot& r, std::uint64_t offset, std::uint64_t size, CheckpointPart* part);
   Status StreamSnapshot(const RestoredSnapshot& r, const std::function<Status(std::string_view)>& sink);
   void CompleteGather();
   void GatherStoredCopies();

@@ -24,6 +24,13 @@ Status Store::PutCheckpoint(WorkerId worker, Epoch epoch, LogIndex at, std::stri
   return PutCheckpointFrom(worker, epoch, at, record.size(), [record](const auto& sink) { return sink(record); });
 }
 
+Result<std::optional<CheckpointPart>> Store::ReadCheckpointPart(WorkerId worker, std::uint64_t offset,
+                                                                std::uint64_t max_bytes) {
+  CheckpointPart part;
+  LSTASH_ASSIGN_OR_RETURN(const bool found, ReadCheckpointPartInto(worker, offset, max_bytes, &part));
+  return found ? std::optional<CheckpointPart>(std::move(part)) : std::nullopt;
+}
+
 Result<std::optional<StoredCheckpoint>> Store::LatestCheckpoint(WorkerId worker) {
   auto whole = ReadCheckpointPart(worker, 0, std::numeric_limits<std::uint64_t>::max());
   if (!whole.ok()) return whole.status();
@@ -140,15 +147,18 @@ class MemoryStore final : public Store {
     return Status::OK();
   }
 
-  Result<std::optional<CheckpointPart>> ReadCheckpointPart(WorkerId worker, std::uint64_t offset,
-                                                           std::uint64_t max_bytes) override {
+  Result<bool> ReadCheckpointPartInto(WorkerId worker, std::uint64_t offset, std::uint64_t max_bytes,
+                                      CheckpointPart* part) override {
     std::lock_guard<std::mutex> lock(mu_);
     WorkerData* w = Find(worker);
-    if (w == nullptr || !w->checkpoint) return std::optional<CheckpointPart>();
+    if (w == nullptr || !w->checkpoint) return false;
     const StoredCheckpoint& c = *w->checkpoint;
     LSTASH_RETURN_IF_ERROR(CheckCheckpointOffset(worker, offset, c.bytes.size()));
-    return std::optional<CheckpointPart>(CheckpointPart{c.epoch, c.at, c.bytes.size(),
-                                                        c.bytes.substr(offset, std::min<std::uint64_t>(max_bytes, c.bytes.size()))});
+    part->epoch = c.epoch;
+    part->at = c.at;
+    part->total_bytes = c.bytes.size();
+    part->bytes.assign(c.bytes, offset, std::min<std::uint64_t>(max_bytes, c.bytes.size()));
+    return true;
   }
 
  private:

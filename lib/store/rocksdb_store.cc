@@ -493,8 +493,8 @@ class RocksDbStore final : public Store, public layout::ServerOps {
     return Write(&batch, /*sync=*/true, what);
   }
 
-  Result<std::optional<CheckpointPart>> ReadCheckpointPart(WorkerId worker, std::uint64_t offset,
-                                                           std::uint64_t max_bytes) override {
+  Result<bool> ReadCheckpointPartInto(WorkerId worker, std::uint64_t offset, std::uint64_t max_bytes,
+                                      CheckpointPart* part) override {
     const std::string what = "checkpoint of worker " + std::to_string(worker);
     // The head and every chunk from one snapshot: a PutCheckpoint meanwhile
     // cannot mix two checkpoints in one part.
@@ -503,20 +503,23 @@ class RocksDbStore final : public Store, public layout::ServerOps {
     read_options.snapshot = snapshot.snapshot();
     rocksdb::PinnableSlice value;
     rocksdb::Status s = db_->Get(read_options, checkpoint_cf_, layout::WorkerKey(worker), &value);
-    if (s.IsNotFound()) return std::optional<CheckpointPart>();
+    if (s.IsNotFound()) return false;
     if (!s.ok()) return FromRocks(s, what);
     layout::CheckpointHead head;
     LSTASH_RETURN_IF_ERROR(layout::DecodeCheckpointHead(View(value), &head).WithContext(what));
     LSTASH_RETURN_IF_ERROR(CheckCheckpointOffset(worker, offset, head.total_bytes));
 
-    CheckpointPart part{head.epoch, head.at, head.total_bytes, {}};
+    part->epoch = head.epoch;
+    part->at = head.at;
+    part->total_bytes = head.total_bytes;
+    part->bytes.clear();
     const std::uint64_t length = CheckpointPartBytes(offset, max_bytes, head.total_bytes);
-    part.bytes.reserve(length);
+    part->bytes.reserve(length);
     // Chunks are read once, when a worker recovers: keep them from evicting
     // the blocks that appends and reads of the log reuse.
     read_options.fill_cache = false;
     const std::uint64_t first = offset / head.chunk_bytes;
-    for (std::uint64_t chunk = first; part.bytes.size() < length; ++chunk) {
+    for (std::uint64_t chunk = first; part->bytes.size() < length; ++chunk) {
       const std::string chunk_what =
           what + ", chunk " + std::to_string(chunk) + " of " + std::to_string(head.chunk_count);
       value.Reset();
@@ -527,9 +530,9 @@ class RocksDbStore final : public Store, public layout::ServerOps {
       LSTASH_RETURN_IF_ERROR(
           layout::DecodeCheckpointChunk(View(value), head.BytesOfChunk(chunk), &bytes).WithContext(chunk_what));
       const std::uint64_t from = chunk == first ? offset % head.chunk_bytes : 0;
-      part.bytes.append(bytes.substr(from, length - part.bytes.size()));
+      part->bytes.append(bytes.substr(from, length - part->bytes.size()));
     }
-    return std::optional<CheckpointPart>(std::move(part));
+    return true;
   }
 
  private:

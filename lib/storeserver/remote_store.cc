@@ -188,24 +188,25 @@ class RemoteStore final : public Store {
     return Status::OK();
   }
 
-  Result<std::optional<CheckpointPart>> ReadCheckpointPart(WorkerId worker, std::uint64_t offset,
-                                                           std::uint64_t max_bytes) override {
+  // The part arrives in a message of its own: its buffer is not reused.
+  Result<bool> ReadCheckpointPartInto(WorkerId worker, std::uint64_t offset, std::uint64_t max_bytes,
+                                      CheckpointPart* part) override {
     Response r;
     Shard& home = ShardOf(worker);
     LSTASH_RETURN_IF_ERROR(Call(home, Method::kReadCheckpointPart, &r, [&](RequestIds ids, std::string* bytes) {
       store_rpc::EncodeReadCheckpointPart(ids, worker, offset, max_bytes, bytes);
     }));
-    if (r.checkpoint_part) {
-      // The part asked for, or the server and client disagree on the record.
-      const CheckpointPart& part = *r.checkpoint_part;
-      if (offset > part.total_bytes ||
-          part.bytes.size() != store_internal::CheckpointPartBytes(offset, max_bytes, part.total_bytes)) {
-        return Corruption(home.name + " answered a part of " + std::to_string(part.bytes.size()) + " bytes from byte " +
-                          std::to_string(offset) + " (at most " + std::to_string(max_bytes) + ") of worker " +
-                          std::to_string(worker) + "'s checkpoint of " + std::to_string(part.total_bytes) + " bytes");
-      }
+    if (!r.checkpoint_part) return false;
+    // The part asked for, or the server and client disagree on the record.
+    const CheckpointPart& answer = *r.checkpoint_part;
+    if (offset > answer.total_bytes ||
+        answer.bytes.size() != store_internal::CheckpointPartBytes(offset, max_bytes, answer.total_bytes)) {
+      return Corruption(home.name + " answered a part of " + std::to_string(answer.bytes.size()) + " bytes from byte " +
+                        std::to_string(offset) + " (at most " + std::to_string(max_bytes) + ") of worker " +
+                        std::to_string(worker) + "'s checkpoint of " + std::to_string(answer.total_bytes) + " bytes");
     }
-    return std::move(r.checkpoint_part);
+    *part = std::move(*r.checkpoint_part);
+    return true;
   }
 
   Status RenewLease(WorkerId worker, Epoch epoch, std::int64_t duration_nanos) override {

@@ -1476,32 +1476,47 @@ class TamperingStore final : public StoreWrapper {
  public:
   using StoreWrapper::StoreWrapper;
   enum class Tamper { kNone, kShort, kReplaced } tamper = Tamper::kNone;
-  Result<std::optional<CheckpointPart>> ReadCheckpointPart(WorkerId w, std::uint64_t offset,
-                                                           std::uint64_t max_bytes) override {
-    auto part = StoreWrapper::ReadCheckpointPart(w, offset, max_bytes);
-    if (part.ok() && part->has_value() && offset > 0) {  // Open's first read is left alone
-      if (tamper == Tamper::kShort) (*part)->bytes.pop_back();
-      if (tamper == Tamper::kReplaced) ++(*part)->at;
+  Result<bool> ReadCheckpointPartInto(WorkerId w, std::uint64_t offset, std::uint64_t max_bytes,
+                                      CheckpointPart* part) override {
+    auto found = StoreWrapper::ReadCheckpointPartInto(w, offset, max_bytes, part);
+    if (found.ok() && *found && offset > 0) {  // Open's first read is left alone
+      if (tamper == Tamper::kShort) part->bytes.pop_back();
+      if (tamper == Tamper::kReplaced) ++part->at;
     }
-    return part;
+    return found;
   }
+};
+
+// Notes, for each part read after Open's, whether the buffer it was given
+// could hold the part already.
+class BufferNotingStore final : public StoreWrapper {
+ public:
+  using StoreWrapper::StoreWrapper;
+  Result<bool> ReadCheckpointPartInto(WorkerId w, std::uint64_t offset, std::uint64_t max_bytes,
+                                      CheckpointPart* part) override {
+    if (offset > 0) big_enough.push_back(part->bytes.capacity() >= max_bytes);
+    return StoreWrapper::ReadCheckpointPartInto(w, offset, max_bytes, part);
+  }
+  std::vector<bool> big_enough;
 };
 
 // A snapshot too large to come with the checkpoint's fields stays in the
 // store at Open and streams back in parts: the engine sees every byte, in
-// order, in parts of a few MiB, once.
+// order, in parts of a few MiB, once; two buffers take turns, not one per
+// part.
 TEST_F(WorkerCheckpointTest, ALargeSnapshotStreamsBackInPartsAndIsReadOnce) {
+  BufferNotingStore store(store_.get());
   std::mt19937_64 rng(7);
-  std::string big(20 * 1024 * 1024 + 3, '\0');
+  std::string big(32 * 1024 * 1024 + 3, '\0');
   for (char& c : big) c = static_cast<char>(rng());
-  auto w = Open(Options(0, 1));
+  auto w = Open(Options(0, 1), &store);
   ASSERT_NE(w, nullptr);
   ASSERT_TRUE(Next(*w).has_value());
   CORE_ASSERT_OK(w->Checkpoint(big));
   FlushOk(*w);
   w.reset();
 
-  w = Open(Options(0, 1));
+  w = Open(Options(0, 1), &store);
   ASSERT_NE(w, nullptr);
   ASSERT_EQ(w->restored_snapshot_bytes(), std::optional<std::uint64_t>(big.size()));
   std::string got;
@@ -1512,8 +1527,9 @@ TEST_F(WorkerCheckpointTest, ALargeSnapshotStreamsBackInPartsAndIsReadOnce) {
     return Status::OK();
   }));
   EXPECT_TRUE(got == big) << "the snapshot came back changed (" << got.size() << " bytes)";
-  EXPECT_GE(parts.size(), 3u);
+  EXPECT_GE(parts.size(), 5u);
   for (std::size_t n : parts) EXPECT_LE(n, 8u << 20);
+  EXPECT_THAT(store.big_enough, ElementsAre(false, false, true, true, true));
   EXPECT_FALSE(w->restored_snapshot_bytes().has_value());
   EXPECT_EQ(w->ReadRestoredSnapshot([](std::string_view) { return Status::OK(); }).code(), Code::kFailedPrecondition);
 }

@@ -151,6 +151,34 @@ TEST_F(BenchTool, GpuWorkloadsMeasureEveryModeAndAreChecked) {
   for (const char* mode : {"none", "lineage-stash"}) ExpectStableKeys(p, mode, r.output);
 }
 
+// lstash-gpu-bench on the CPU path: every recovery, in this process and in
+// a new one that opens the store the lost one left, brings the device state
+// back bit for bit.
+TEST_F(BenchTool, GpuBenchRecoversInThisProcessAndInANewOneBitForBit) {
+  const std::string gpu_bench = std::string(LSTASH_TOOLS_DIR) + "/lstash-gpu-bench";
+  ToolRun r = RunTool({gpu_bench, "--quick", "--backend", "cpu", "--json"}, dir_.path() + "/gpu-bench.log", 120);
+  ASSERT_EQ(r.code, 0) << r.output;
+  const nlohmann::json j = Json(r);
+  ASSERT_TRUE(j.is_object()) << r.output;
+  EXPECT_EQ(j.value("backend", ""), "cpu");
+  std::vector<std::string> runs;
+  for (const nlohmann::json& rec : j["recovery"]) {
+    runs.push_back(rec.value("store", "?") + "/" + rec.value("process", "?"));
+    EXPECT_TRUE(rec.value("verified", false)) << rec.dump();
+    EXPECT_EQ(rec.value("tasks_replayed", 0), 50) << rec.dump();
+    EXPECT_GE(rec.value("total_ms", 0.0), rec.value("restore_ms", 0.0) + rec.value("replay_ms", 0.0)) << rec.dump();
+    if (rec.value("process", "") == "new") {
+      EXPECT_GT(rec.value("process_start_ms", 0.0), 0.0) << rec.dump();
+      EXPECT_GT(rec.value("store_open_ms", 0.0), 0.0) << rec.dump();
+    }
+  }
+  EXPECT_EQ(runs, (std::vector<std::string>{"rocksdb/same", "memory/same", "rocksdb/new"}));
+
+  r = RunTool({gpu_bench, "--quick", "--stores", "rocksdb,tape"}, dir_.path() + "/gpu-bench-bad.log", 60);
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("unknown store 'tape'"), std::string::npos) << r.output;
+}
+
 TEST_F(BenchTool, BadInputIsAClearError) {
   ToolRun r = Bench({"--workload", "ring", "--modes", "none,bogus"});
   EXPECT_EQ(r.code, 2) << r.output;

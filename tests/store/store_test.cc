@@ -578,6 +578,34 @@ TYPED_TEST(StoreTest, CheckpointPartsAreTheSlicesOfTheRecord) {
   EXPECT_EQ(store->ReadCheckpointPart(1, kWhole, kWhole).status().code(), Code::kInvalidArgument);
 }
 
+// A part read into a used one replaces all of it. The stores in this
+// process keep its buffer when it is big enough, so a reader of many parts
+// makes no new memory per part (the remote store's parts come in messages).
+TYPED_TEST(StoreTest, APartReadIntoAUsedOneReplacesItKeepingItsBuffer) {
+  constexpr bool kKeepsBuffers =
+      std::is_same_v<TypeParam, MemoryStoreFactory> || std::is_same_v<TypeParam, RocksDbStoreFactory>;
+  Store* store = this->store_.get();
+  Epoch e = this->Begin(1);
+  STORE_ASSERT_OK(store->Append(1, e, Records(1, 1, 3), {}));
+  const std::string record = RandomRecord(2 * kChunk + 999, 13);
+  STORE_ASSERT_OK(store->PutCheckpoint(1, e, 2, record));
+  CheckpointPart part{99, 99, 99, std::string(kChunk + 100, 'x')};
+  const char* const buffer = part.bytes.data();
+  for (std::uint64_t offset : {kChunk - 7, std::uint64_t{0}, 2 * kChunk}) {
+    STORE_ASSERT_OK_AND_ASSIGN(const bool found, store->ReadCheckpointPartInto(1, offset, kChunk, &part));
+    ASSERT_TRUE(found);
+    EXPECT_EQ(part.epoch, e);
+    EXPECT_EQ(part.at, 2u);
+    EXPECT_EQ(part.total_bytes, record.size());
+    EXPECT_TRUE(part.bytes == record.substr(offset, kChunk)) << "from " << offset;
+    if constexpr (kKeepsBuffers) {
+      EXPECT_EQ(part.bytes.data(), buffer) << "from " << offset;
+    }
+  }
+  STORE_ASSERT_OK_AND_ASSIGN(const bool found, store->ReadCheckpointPartInto(2, 0, kChunk, &part));
+  EXPECT_FALSE(found);
+}
+
 TYPED_TEST(StoreTest, CheckpointPartOfAWorkerWithoutACheckpointIsNone) {
   Store* store = this->store_.get();
   STORE_ASSERT_OK_AND_ASSIGN(auto unknown, store->ReadCheckpointPart(1, 0, kWhole));
