@@ -420,8 +420,9 @@ bool WriteReport(const std::string& dir, const std::string& doc_path) {
     d.Line();
     d.Line("Recovery of a worker holding device state, checkpointed, then logged tasks (random numbers, a racy "
            "scatter-add, raced updates, a layer, digests on), killed; times from the new incarnation's start. In "
-           "the same process the store stays open (as a store server outlives its workers) and CUDA is started "
-           "already; a new process starts from nothing and opens the embedded RocksDB store the lost one left:");
+           "the same process the store stays open and CUDA is started already; a new process starts from nothing "
+           "and opens the embedded RocksDB store the lost one left, or connects to the store server (`remote`: "
+           "in the benchmark's process, over loopback TCP), which outlives its workers:");
     d.Line();
     d.Line("| store | new incarnation in | device state MiB | tasks replayed | process start ms | context ms | "
            "store open ms | worker open ms | restore ms (page faults) | replay ms | total ms | device state |");

@@ -18,6 +18,7 @@
 // Runs on CUDA when a device is present (--backend to choose), else on the
 // CPU path with smaller defaults. scripts/gpu-check runs it.
 #include <lstash/gpu.h>
+#include <lstash/remote_store.h>
 #include <lstash/store.h>
 #include <lstash/worker.h>
 
@@ -74,7 +75,8 @@ struct Settings {
 };
 
 // A store for one experiment: an embedded synced RocksDB in a scratch
-// directory, or memory.
+// directory, a store server (synced RocksDB) in this process reached over
+// loopback TCP, or memory.
 class ScratchStore {
  public:
   explicit ScratchStore(const std::string& kind) {
@@ -83,22 +85,47 @@ class ScratchStore {
       return;
     }
     dir_ = std::filesystem::temp_directory_path() / fmt::format("lstash-gpu-bench-{}-{}", getpid(), serial_++);
-    store_ = Must(OpenRocksDbStore(dir_.string()), "open the RocksDB store");
+    if (kind == "rocksdb") {
+      store_ = Must(OpenRocksDbStore(dir_.string()), "open the RocksDB store");
+      return;
+    }
+    StoreServerOptions options;
+    options.listen = "tcp://127.0.0.1:0";
+    options.data_dir = dir_.string();
+    server_ = Must(StoreServer::Start(options), "start the store server");
+    store_ = Must(OpenStore("remote:" + server_->endpoint()), "open the remote store");
   }
   ~ScratchStore() {
     store_.reset();
+    server_.reset();
     std::error_code ignored;
     if (!dir_.empty()) std::filesystem::remove_all(dir_, ignored);
   }
   Store* get() { return store_.get(); }
-  // Closes the store (a RocksDB store can then be opened by another
-  // process), keeping its files.
-  void Close() { store_.reset(); }
-  std::string path() const { return dir_.string(); }
+
+  // Closes this process's use of the store, as a crash would, and says how
+  // another process opens it (OpenStore): an embedded RocksDB store is
+  // closed, keeping its files; a store server goes on serving.
+  std::string Leave() {
+    store_.reset();
+    return server_ ? "remote:" + server_->endpoint() : "rocksdb:" + dir_.string();
+  }
+
+  // Opens "rocksdb:DIR" or "remote:ENDPOINT".
+  static Result<std::unique_ptr<Store>> OpenStore(const std::string& spec) {
+    if (spec.starts_with("rocksdb:")) return OpenRocksDbStore(spec.substr(8));
+    if (spec.starts_with("remote:")) {
+      RemoteStoreOptions options;
+      options.shards = {spec.substr(7)};
+      return OpenRemoteStore(options);
+    }
+    return Status(Code::kInvalidArgument, "no store '" + spec + "' (rocksdb:DIR or remote:ENDPOINT)");
+  }
 
  private:
   static inline int serial_ = 0;
   std::filesystem::path dir_;
+  std::unique_ptr<StoreServer> server_;
   std::unique_ptr<Store> store_;
 };
 
@@ -316,8 +343,8 @@ long MinorPageFaults() {
 
 // The new incarnation, timed from `start` (its process's spawn, or the crash
 // when it runs in the same process) to replay done. With `store` null it
-// opens the RocksDB store at `store_path` itself, as a new process must.
-nlohmann::json Recover(const Settings& s, SteadyClock::time_point start, Store* store, const std::string& store_path,
+// opens the store `store_spec` names itself, as a new process must.
+nlohmann::json Recover(const Settings& s, SteadyClock::time_point start, Store* store, const std::string& store_spec,
                        std::uint64_t lost_digest) {
   const auto ms = [start](SteadyClock::time_point t) {
     return std::chrono::duration<double, std::milli>(t - start).count();
@@ -328,7 +355,7 @@ nlohmann::json Recover(const Settings& s, SteadyClock::time_point start, Store* 
   const auto context_at = SteadyClock::now();
   std::unique_ptr<Store> opened;
   if (store == nullptr) {
-    opened = Must(OpenRocksDbStore(store_path), "open the RocksDB store");
+    opened = Must(ScratchStore::OpenStore(store_spec), "open the store");
     store = opened.get();
   }
   const auto store_at = SteadyClock::now();
@@ -364,10 +391,10 @@ std::int64_t SteadyNanos(SteadyClock::time_point t) {
 }
 
 // Runs this program again as the new incarnation (--recover) on the store
-// at `store_path`, and returns what it measured. The steady clock is
+// `store_spec` names, and returns what it measured. The steady clock is
 // CLOCK_MONOTONIC, one clock for all processes, so the child times itself
 // from the moment its parent spawned it.
-nlohmann::json RecoverInNewProcess(const Settings& s, const std::string& store_path, std::uint64_t lost_digest) {
+nlohmann::json RecoverInNewProcess(const Settings& s, const std::string& store_spec, std::uint64_t lost_digest) {
   const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
   int out[2];  // the child's stdout; close-on-exec, so the child keeps only the copy on its stdout
   if (pipe2(out, O_CLOEXEC) != 0) Fail(Status(Code::kInternal, std::strerror(errno)), "pipe");
@@ -379,7 +406,7 @@ nlohmann::json RecoverInNewProcess(const Settings& s, const std::string& store_p
                                    "--backend", s.backend,
                                    "--state-mib", std::to_string(s.state_mib),
                                    "--replay-tasks", std::to_string(s.replay_tasks),
-                                   "--recover", store_path,
+                                   "--recover", store_spec,
                                    "--lost-digest", std::to_string(lost_digest),
                                    "--started-ns", std::to_string(SteadyNanos(spawned))};
   std::vector<char*> argv;
@@ -413,14 +440,13 @@ nlohmann::json RecoverInNewProcess(const Settings& s, const std::string& store_p
 
 // One recovery experiment: `where` is "same" (the new incarnation runs in
 // this process, its store still open) or "new" (a new process, which opens
-// the RocksDB store the lost one left).
+// the embedded store the lost one left, or connects to the store server).
 nlohmann::json Recovery(const Settings& s, const std::string& store_kind, const std::string& where) {
   ScratchStore store(store_kind);
   const Lost lost = RunUntilCrash(s, store.get());
   nlohmann::json r;
   if (where == "new") {
-    store.Close();
-    r = RecoverInNewProcess(s, store.path(), lost.digest);
+    r = RecoverInNewProcess(s, store.Leave(), lost.digest);
   } else {
     r = Recover(s, SteadyClock::now(), store.get(), "", lost.digest);
   }
@@ -444,20 +470,22 @@ int Main(int argc, char** argv) {
       ->check(CLI::Range(1, 1 << 20));
   cli.add_option("--replay-tasks", s.replay_tasks, "recovery: logged tasks since the checkpoint")
       ->check(CLI::Range(1, 10'000'000));
-  cli.add_option("--stores", stores, "recovery: stores to try, of rocksdb and memory (the first also serves overhead)");
+  cli.add_option("--stores", stores,
+                 "recovery: stores to try, of rocksdb (embedded), remote (a store server on loopback TCP) and memory "
+                 "(the first also serves overhead)");
   cli.add_flag("--quick", quick, "small sizes, for tests");
   cli.add_flag("--json", s.json, "print one JSON object as the last line");
   // The new incarnation's process of a recovery run (RecoverInNewProcess); not in --help.
-  std::string recover_path;
+  std::string recover_store;
   std::uint64_t lost_digest = 0;
   std::int64_t started_ns = 0;
-  cli.add_option("--recover", recover_path)->group("");
+  cli.add_option("--recover", recover_store)->group("");
   cli.add_option("--lost-digest", lost_digest)->group("");
   cli.add_option("--started-ns", started_ns)->group("");
   CLI11_PARSE(cli, argc, argv);
-  if (!recover_path.empty()) {
+  if (!recover_store.empty()) {
     const SteadyClock::time_point started{std::chrono::nanoseconds(started_ns)};
-    const nlohmann::json r = Recover(s, started, nullptr, recover_path, lost_digest);
+    const nlohmann::json r = Recover(s, started, nullptr, recover_store, lost_digest);
     fmt::print("{}\n", r.dump());
     return r["verified"].get<bool>() ? 0 : 1;
   }
@@ -465,8 +493,8 @@ int Main(int argc, char** argv) {
   for (std::string_view rest = stores; !rest.empty();) {
     const std::size_t comma = rest.find(',');
     const std::string kind(rest.substr(0, comma));
-    if (kind != "rocksdb" && kind != "memory") {
-      fmt::print(stderr, "lstash-gpu-bench: --stores: unknown store '{}' (rocksdb, memory)\n", kind);
+    if (kind != "rocksdb" && kind != "remote" && kind != "memory") {
+      fmt::print(stderr, "lstash-gpu-bench: --stores: unknown store '{}' (rocksdb, remote, memory)\n", kind);
       return 2;
     }
     s.stores.push_back(kind);
@@ -502,11 +530,14 @@ int Main(int argc, char** argv) {
                100 * m["overhead_vs_none"].get<double>());
   }
   // Every store with the new incarnation in this process (the store stays
-  // open: a store server outlives its workers); an embedded RocksDB store
-  // also as a real crash leaves it, to a new process that opens it.
+  // open), then every durable one as after a real crash: a new process opens
+  // the embedded store the lost one left, or connects to the store server,
+  // which outlives its workers.
   std::vector<std::pair<std::string, std::string>> runs;
   for (const std::string& kind : s.stores) runs.emplace_back(kind, "same");
-  if (std::find(s.stores.begin(), s.stores.end(), "rocksdb") != s.stores.end()) runs.emplace_back("rocksdb", "new");
+  for (const std::string& kind : s.stores) {
+    if (kind != "memory") runs.emplace_back(kind, "new");
+  }
   for (const auto& [kind, where] : runs) {
     fmt::print("recovery: {} MiB of device state + {} logged tasks, {} store, new incarnation in {} process...\n",
                s.state_mib, s.replay_tasks, kind, where == "new" ? "a new" : "the same");

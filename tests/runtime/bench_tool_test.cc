@@ -152,11 +152,12 @@ TEST_F(BenchTool, GpuWorkloadsMeasureEveryModeAndAreChecked) {
 }
 
 // lstash-gpu-bench on the CPU path: every recovery, in this process and in
-// a new one that opens the store the lost one left, brings the device state
-// back bit for bit.
+// a new one (that opens the store the lost one left, or connects to the
+// store server), brings the device state back bit for bit.
 TEST_F(BenchTool, GpuBenchRecoversInThisProcessAndInANewOneBitForBit) {
   const std::string gpu_bench = std::string(LSTASH_TOOLS_DIR) + "/lstash-gpu-bench";
-  ToolRun r = RunTool({gpu_bench, "--quick", "--backend", "cpu", "--json"}, dir_.path() + "/gpu-bench.log", 120);
+  ToolRun r = RunTool({gpu_bench, "--quick", "--backend", "cpu", "--stores", "rocksdb,memory,remote", "--json"},
+                      dir_.path() + "/gpu-bench.log", 120);
   ASSERT_EQ(r.code, 0) << r.output;
   const nlohmann::json j = Json(r);
   ASSERT_TRUE(j.is_object()) << r.output;
@@ -172,7 +173,7 @@ TEST_F(BenchTool, GpuBenchRecoversInThisProcessAndInANewOneBitForBit) {
       EXPECT_GT(rec.value("store_open_ms", 0.0), 0.0) << rec.dump();
     }
   }
-  EXPECT_EQ(runs, (std::vector<std::string>{"rocksdb/same", "memory/same", "rocksdb/new"}));
+  EXPECT_EQ(runs, (std::vector<std::string>{"rocksdb/same", "memory/same", "remote/same", "rocksdb/new", "remote/new"}));
 
   r = RunTool({gpu_bench, "--quick", "--stores", "rocksdb,tape"}, dir_.path() + "/gpu-bench-bad.log", 60);
   EXPECT_EQ(r.code, 2) << r.output;

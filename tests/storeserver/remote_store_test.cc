@@ -172,6 +172,41 @@ TEST(RemoteStoreTest, ALostResponseIsRetriedAndNotAppliedTwice) {
   EXPECT_EQ(committed, 5u);
 }
 
+// A checkpoint's record gets time in proportion to its size, on top of the
+// call's timeouts: a server that takes longer than a whole call's deadline
+// to store it (here a slow store, 0.6 s before each write) stores it once,
+// not once per try, and the call succeeds. With only the fixed timeouts it
+// would fail kUnavailable, having sent the record again every 30 ms.
+TEST(RemoteStoreTest, ABigCheckpointGetsTimeForItsSizeAndIsSentOnce) {
+  ScratchDir dir;
+  StoreServerOptions options;
+  options.listen = "tcp://127.0.0.1:0";
+  options.data_dir = dir.path();
+  options.write_delay_nanos = 600'000'000;
+  auto server = StoreServer::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  auto patient = OpenClient({(*server)->endpoint()}, 5'000'000'000, 10'000'000'000);
+  auto store = OpenClient({(*server)->endpoint()}, 30'000'000, 300'000'000);
+  ASSERT_NE(patient, nullptr);
+  ASSERT_NE(store, nullptr);
+  Result<Epoch> e = patient->BeginIncarnation(1);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  RS_ASSERT_OK(patient->Append(1, *e, Records(1, 3), {}));
+  const std::uint64_t writes_before = (*server)->GetMetrics().requests;
+
+  const std::string record(32 << 20, 'c');  // 8 s more per try at 4 MiB/s
+  RS_ASSERT_OK(store->PutCheckpoint(1, *e, 2, record));
+  EXPECT_EQ((*server)->GetMetrics().requests - writes_before, 1u) << "the record was sent more than once";
+  Result<std::optional<StoredCheckpoint>> stored = patient->LatestCheckpoint(1);
+  ASSERT_TRUE(stored.ok()) << stored.status().ToString();
+  ASSERT_TRUE(stored->has_value());
+  EXPECT_EQ((*stored)->at, 2u);
+  EXPECT_TRUE((*stored)->bytes == record);
+
+  // A small record gets little more than the fixed timeouts.
+  EXPECT_EQ(store->PutCheckpoint(1, *e, 3, "small").code(), Code::kUnavailable);
+}
+
 // With two shards, copies of worker 2's entries written by worker 1 live on
 // worker 1's shard, which never learns what worker 2 commits: reads filter
 // them, and worker 2's checkpoint deletes them there.
