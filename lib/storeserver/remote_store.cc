@@ -203,10 +203,10 @@ class RemoteStore final : public Store {
     return Status::OK();
   }
 
-  // The part arrives in a message of its own: its buffer is not reused.
   Result<bool> ReadCheckpointPartInto(WorkerId worker, std::uint64_t offset, std::uint64_t max_bytes,
                                       CheckpointPart* part) override {
     Response r;
+    r.checkpoint_part = std::move(*part);  // decoded into, keeping its buffer
     Shard& home = ShardOf(worker);
     LSTASH_RETURN_IF_ERROR(Call(home, Method::kReadCheckpointPart, &r, [&](RequestIds ids, std::string* bytes) {
       store_rpc::EncodeReadCheckpointPart(ids, worker, offset, max_bytes, bytes);

@@ -496,6 +496,8 @@ Status DecodeResponse(std::string_view bytes, Response* out) {
   out->status = code == 0 ? Status::OK() : Status(static_cast<Code>(code), message);
   if (code == 0 && !message.empty()) return Corruption(what + ": an OK status with a message");
   if (code != 0 && message.empty()) return Corruption(what + ": an error status without a message");
+  // A part there already lends its buffer to the one decoded.
+  std::optional<CheckpointPart> lent = std::move(out->checkpoint_part);
   out->checkpoint_part.reset();
   try {
     if (code == 0) {
@@ -528,7 +530,7 @@ Status DecodeResponse(std::string_view bytes, Response* out) {
           std::uint8_t present = r.U8();
           if (r.ok() && present > 1) r.Fail(Corruption("bad checkpoint presence flag " + std::to_string(present)));
           if (r.ok() && present == 1) {
-            CheckpointPart part;
+            CheckpointPart part = lent ? std::move(*lent) : CheckpointPart();
             part.epoch = r.U64();
             part.at = r.U64();
             part.total_bytes = r.U64();

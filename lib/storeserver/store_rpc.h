@@ -148,7 +148,8 @@ struct Response {
   std::vector<LineageCopy> copies;              // kReadCopies
   std::vector<LogRecord> records;               // kReadLog
   std::vector<LogIndex> committed;              // kReadCommitted
-  std::optional<CheckpointPart> checkpoint_part;  // kReadCheckpointPart
+  // kReadCheckpointPart; a part here before decoding lends its buffer.
+  std::optional<CheckpointPart> checkpoint_part;
 };
 
 void EncodeResponse(const Response& response, std::string* out);
