@@ -138,9 +138,9 @@ class LSTASH_EXPORT Store {
   // Up to `max_bytes` of `worker`'s latest checkpoint record, from byte
   // `offset` on (fewer only at the record's end; none from its end), into
   // *part; false if it has no checkpoint. kInvalidArgument for an offset
-  // past the end. part->bytes is replaced, its buffer reused where the store
-  // can: a reader of many parts passes the same few, as fresh memory costs a
-  // page fault per 4 KiB (a GiB read into new buffers met one per page).
+  // past the end. part->bytes is replaced, its buffer reused: a reader of
+  // many parts passes the same few, as fresh memory costs a page fault per
+  // 4 KiB (a GiB read into new buffers met one per page).
   // A reader of several parts checks that epoch and at stay the same: a
   // newer checkpoint may have replaced the one it began on.
   virtual Result<bool> ReadCheckpointPartInto(WorkerId worker, std::uint64_t offset, std::uint64_t max_bytes,
