@@ -36,8 +36,9 @@ namespace lstash {
 
 struct RemoteStoreOptions {
   std::vector<std::string> shards;  // endpoints, e.g. "tcp://127.0.0.1:7100"
-  // One try of one request, and how long to keep retrying it. A checkpoint
-  // gets 256 s more per GiB of its record for each (4 MiB/s).
+  // One try of one request, and how long to keep retrying it. A request
+  // gets 256 s more per GiB of its size for each (4 MiB/s): a checkpoint
+  // goes in one.
   std::int64_t attempt_timeout_nanos = 1'000'000'000;
   std::int64_t deadline_nanos = 10'000'000'000;
   // CURVE: curve->server_keys[k] is shard k's public key.

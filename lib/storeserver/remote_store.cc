@@ -20,8 +20,10 @@
 // -- same request id -- are sent again, until deadline_nanos from the start
 // of the call; then the call fails with kUnavailable naming the shard. The
 // server answers a retried write from its memory of the first, so a retry
-// never applies a write twice. A checkpoint's record gets more time, in
-// proportion to its size (PutCheckpointFrom).
+// never applies a write twice. A request gets more time in proportion to its
+// size, on each try and the deadline: a checkpoint of 256 MiB, in one
+// request, was sent again every try while the server still stored it, then
+// given up on and sent anew, over and over, and never stored.
 
 #include <lstash/remote_store.h>
 #include <spdlog/spdlog.h>
@@ -48,10 +50,10 @@ using Clock = std::chrono::steady_clock;
 
 constexpr std::chrono::milliseconds kFirstBackoff{10};
 constexpr std::chrono::milliseconds kMaxBackoff{500};
-// The slowest a server is expected to take in a checkpoint record: a
-// server on a 2-core VM took 256 MiB in 10 s, and 32 MiB in over 1.7 s with
-// its cores busy. This allows 256 s per GiB.
-constexpr double kCheckpointFloorBytesPerSecond = 4 << 20;
+// The slowest a server is expected to take in a request: a server on a
+// 2-core VM took a checkpoint of 256 MiB in 10 s, and of 32 MiB in over
+// 1.7 s with its cores busy. This allows 256 s per GiB.
+constexpr double kFloorRequestBytesPerSecond = 4 << 20;
 
 std::string Seconds(std::int64_t nanos) {
   char buf[32];
@@ -167,25 +169,15 @@ class RemoteStore final : public Store {
     return Status::OK();
   }
 
-  // The record goes in one request: gathered first. Sending and storing
-  // MiBs takes a while, so each try and the call get time for the record on
-  // top, at kCheckpointFloorBytesPerSecond: with the fixed timeouts a big
-  // checkpoint was sent again every attempt while the server still stored
-  // it, then given up on and sent anew, over and over (256 MiB never got
-  // stored).
+  // The record goes in one request: gathered first.
   Status PutCheckpointFrom(WorkerId worker, Epoch epoch, LogIndex at, std::uint64_t size,
                            const RecordParts& parts) override {
     LSTASH_ASSIGN_OR_RETURN(const std::string record, store_internal::GatherRecord(worker, size, parts));
-    const auto record_nanos =
-        static_cast<std::int64_t>(static_cast<double>(size) / kCheckpointFloorBytesPerSecond * 1e9);
     Response r;
     Shard& home = ShardOf(worker);
-    LSTASH_RETURN_IF_ERROR(Call(
-        home, Method::kPutCheckpoint, &r,
-        [&](RequestIds ids, std::string* bytes) {
-          store_rpc::EncodePutCheckpoint(ids, worker, epoch, at, record, bytes);
-        },
-        options_.deadline_nanos + record_nanos, options_.attempt_timeout_nanos + record_nanos));
+    LSTASH_RETURN_IF_ERROR(Call(home, Method::kPutCheckpoint, &r, [&](RequestIds ids, std::string* bytes) {
+      store_rpc::EncodePutCheckpoint(ids, worker, epoch, at, record, bytes);
+    }));
     if (at > 0 && shards_.size() > 1) {
       for (auto& shard : shards_) {
         if (shard.get() == &home) continue;
@@ -287,13 +279,15 @@ class RemoteStore final : public Store {
   // holds the answer when the call returns OK. The status is the server's
   // answer, or kUnavailable / a transport error.
   template <typename Encode>
-  Status Call(Shard& shard, Method method, Response* response, Encode&& encode, std::int64_t deadline_nanos = -1,
-              std::int64_t attempt_nanos = -1) {
+  Status Call(Shard& shard, Method method, Response* response, Encode&& encode, std::int64_t deadline_nanos = -1) {
     if (deadline_nanos < 0) deadline_nanos = options_.deadline_nanos;
-    if (attempt_nanos < 0) attempt_nanos = options_.attempt_timeout_nanos;
     const RequestIds ids{client_id_, next_request_.fetch_add(1, std::memory_order_relaxed)};
     std::string request;
     encode(ids, &request);
+    const auto sending_nanos =
+        static_cast<std::int64_t>(static_cast<double>(request.size()) / kFloorRequestBytesPerSecond * 1e9);
+    deadline_nanos += sending_nanos;
+    const std::int64_t attempt_nanos = options_.attempt_timeout_nanos + sending_nanos;
     const Clock::time_point start = Clock::now();
     const Clock::time_point deadline = start + std::chrono::nanoseconds(deadline_nanos);
     std::chrono::milliseconds backoff = kFirstBackoff;
