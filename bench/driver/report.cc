@@ -191,9 +191,10 @@ bool WriteReport(const std::string& dir, const std::string& doc_path) {
              overhead("none"), true, 1.10);
     for (const auto& r : g.value("recovery", nlohmann::json::array())) {
       const double total = r.value("total_ms", 0.0);
-      d.Line(fmt::format("| GPU worker recovery ({}, {} store): {} MiB of device state + {} tasks < 1 s from the new "
-                         "incarnation's start | {:.0f} ms | **{}** |",
-                         device, r.value("store", "?"), r.value("state_mib", 0), r.value("tasks_replayed", 0), total,
+      d.Line(fmt::format("| GPU worker recovery ({}, {} store, {} process): {} MiB of device state + {} tasks < 1 s "
+                         "from the new incarnation's start | {:.0f} ms | **{}** |",
+                         device, r.value("store", "?"), r.value("process", "same") == "new" ? "a new" : "the same",
+                         r.value("state_mib", 0), r.value("tasks_replayed", 0), total,
                          total < 1000 && r.value("verified", false) ? "met" : "missed"));
     }
   }

@@ -29,6 +29,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -457,6 +458,7 @@ nlohmann::json Recovery(const Settings& s, const std::string& store_kind, const 
 }
 
 int Main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress shows as it happens, also into a pipe or file
   Settings s;
   bool quick = false;
   std::string stores = "rocksdb,memory";

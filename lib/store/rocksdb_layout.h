@@ -4,8 +4,6 @@
 // Column families:
 //   log         BE u32 worker + BE u64 index -> an encoded log entry, as given
 //   checkpoint  BE u32 worker                 -> checkpoint head (below)
-//               BE u32 worker + BE u64 generation + BE u64 chunk
-//                                             -> checkpoint chunk (below)
 //   copies      BE u32 owner + BE u64 index + BE u64 epoch -> an encoded entry
 //   meta        "format"                      -> store format marker (wire::kStoreFormatVersion)
 //               "epochs/" + BE u32 worker     -> wire epochs record
@@ -14,25 +12,21 @@
 // Big-endian keys sort by (worker, index) under the default bytewise order,
 // so one worker's log is one contiguous key range.
 //
-// A checkpoint record is stored in chunks of chunk_bytes (the last may be
-// shorter), so a part of a record of GiBs is read without reading the rest;
-// the head says which chunks make up the latest checkpoint: those of its
-// generation. A new checkpoint's chunks are written first, under the next
-// generation, in batches of a few tens of MiB (so storing GiBs never holds
-// them all in one write batch and memtable); then, in one atomic write, the
-// head that names them and the deletion of every other chunk of the worker
-// (its predecessor's, and any a crash mid-write left). A crash before that
-// leaves the old checkpoint whole.
+// A checkpoint record is kept in a file of its own beside the database
+// (checkpoint_file.h), named by worker and generation; the head says which
+// generation is the latest checkpoint. A new checkpoint's file is written
+// and synced first, under the next generation; then, in one synced write,
+// the head that names it (with the log and lineage copies it folds deleted);
+// then the files of other generations are removed. A crash before the head
+// leaves the old checkpoint whole, and its file is removed when the store
+// is next opened.
 //
-// Checkpoint head: magic "LSCW" (u32), version (u16) 3, epoch (u64), at
+// Checkpoint head: magic "LSCW" (u32), version (u16) 4, epoch (u64), at
 // (u64), total_bytes (u64), chunk_bytes (u64), chunk_count (u64),
 // generation (u64), all little-endian; chunk_count = ceil(total_bytes /
-// chunk_bytes). (Version 1 was the whole record in this value, version 2
-// had chunks without generations, written in one batch; stores holding
-// them have store format versions 1 and 2 and are refused at open.)
-//
-// Checkpoint chunk: magic "LSCC" (u32), version (u16) 1, little-endian, then
-// bytes [chunk * chunk_bytes, ...) of the record.
+// chunk_bytes). (Version 1 was the whole record in this value, versions 2
+// and 3 named chunks kept in this family; stores holding them have store
+// format versions 1 to 3 and are refused at open.)
 //
 // Incarnation request value: magic "LSIR" (u32), version (u16), epoch (u64),
 // client id (u64), request id (u64), all little-endian: which store-server
@@ -63,16 +57,11 @@ inline constexpr std::string_view kCommittedPrefix = "committed/";
 inline constexpr std::string_view kBegunByPrefix = "begun-by/";
 
 inline constexpr std::uint32_t kCheckpointValueMagic = 0x4c534357;  // "LSCW"
-inline constexpr std::uint16_t kCheckpointValueVersion = 3;
-inline constexpr std::uint32_t kCheckpointChunkMagic = 0x4c534343;  // "LSCC"
-inline constexpr std::uint16_t kCheckpointChunkVersion = 1;
-// Record bytes per chunk this build writes: a few MiB, so a part read reads
-// less than a chunk beyond each end of the part, and a chunk is far below
-// RocksDB's 4 GiB limit on one value. Readers take the size from the head.
+inline constexpr std::uint16_t kCheckpointValueVersion = 4;
+// Record bytes per digested chunk this build writes: a few MiB, so a part
+// read checks less than a chunk beyond each end of the part. Readers take
+// the size from the head.
 inline constexpr std::uint64_t kCheckpointChunkBytes = std::uint64_t{4} << 20;
-// Chunks per write batch while a checkpoint is stored (64 MiB).
-inline constexpr std::uint64_t kCheckpointChunksPerBatch = 16;
-inline constexpr size_t kCheckpointChunkHeaderSize = 4 + 2;
 inline constexpr std::uint32_t kBegunByValueMagic = 0x4c534952;  // "LSIR"
 inline constexpr std::uint16_t kBegunByValueVersion = 1;
 
@@ -84,6 +73,13 @@ std::string EpochsKey(WorkerId worker);
 std::string CommittedKey(WorkerId worker);
 std::string BegunByKey(WorkerId worker);
 
+void PutLittleEndian(std::uint64_t v, int size, std::string* out);
+std::uint64_t GetLittleEndian(std::string_view bytes);
+// The magic number and format version in front of a stored `what`:
+// kCorruption for another magic or too few bytes, kFailedPrecondition for
+// another version.
+Status CheckValuePrefix(std::string_view value, std::uint32_t magic, std::uint16_t version, std::string_view what);
+
 // Parses a log key; false if it is not one.
 bool ParseLogKey(std::string_view key, WorkerId* worker, LogIndex* index);
 
@@ -93,7 +89,7 @@ struct CheckpointHead {
   std::uint64_t total_bytes = 0;
   std::uint64_t chunk_bytes = 0;
   std::uint64_t chunk_count = 0;
-  std::uint64_t generation = 0;  // in its chunks' keys
+  std::uint64_t generation = 0;  // in its file's name
 
   // Record bytes in chunk `chunk` (< chunk_count).
   std::uint64_t BytesOfChunk(std::uint64_t chunk) const {
@@ -103,19 +99,10 @@ struct CheckpointHead {
 
 // A head for a record of `total_bytes` in chunks of kCheckpointChunkBytes.
 CheckpointHead NewCheckpointHead(Epoch epoch, LogIndex at, std::uint64_t total_bytes, std::uint64_t generation);
-std::string CheckpointChunkKey(WorkerId worker, std::uint64_t generation, std::uint64_t chunk);
-// A key after every chunk key of `worker` (an exclusive range end).
-std::string CheckpointChunksEnd(WorkerId worker);
 std::string EncodeCheckpointHead(const CheckpointHead& head);
 // kCorruption for a damaged head (including a chunk count that does not fit
 // the sizes), kFailedPrecondition for another version.
 Status DecodeCheckpointHead(std::string_view value, CheckpointHead* out);
-// The magic and version in front of every chunk's bytes.
-std::string CheckpointChunkHeader();
-// The record bytes of a chunk value, which must hold `expected_bytes`:
-// kCorruption if it does not, kFailedPrecondition for another version.
-// *bytes points into `value`.
-Status DecodeCheckpointChunk(std::string_view value, std::uint64_t expected_bytes, std::string_view* bytes);
 
 struct BegunBy {
   Epoch epoch = 0;

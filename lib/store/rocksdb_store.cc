@@ -24,10 +24,17 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <filesystem>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <unordered_map>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "store/checkpoint_file.h"
 #include "store/checks.h"
 #include "store/rocksdb_layout.h"
 #include "wire/format.h"
@@ -52,6 +59,16 @@ std::uint64_t GetBigEndian(std::string_view bytes) {
   return v;
 }
 
+constexpr size_t kCheckpointHeadSize = 4 + 2 + 8 * 6;
+constexpr size_t kValuePrefixSize = 4 + 2;
+
+// Chunks of `chunk_bytes` (> 0) that hold `total_bytes`.
+std::uint64_t ChunkCount(std::uint64_t total_bytes, std::uint64_t chunk_bytes) {
+  return total_bytes / chunk_bytes + (total_bytes % chunk_bytes != 0);
+}
+
+}  // namespace
+
 void PutLittleEndian(std::uint64_t v, int size, std::string* out) {
   for (int i = 0; i < size; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
 }
@@ -62,15 +79,6 @@ std::uint64_t GetLittleEndian(std::string_view bytes) {
   return v;
 }
 
-constexpr size_t kCheckpointHeadSize = 4 + 2 + 8 * 6;
-constexpr size_t kValuePrefixSize = 4 + 2;
-
-// Chunks of `chunk_bytes` (> 0) that hold `total_bytes`.
-std::uint64_t ChunkCount(std::uint64_t total_bytes, std::uint64_t chunk_bytes) {
-  return total_bytes / chunk_bytes + (total_bytes % chunk_bytes != 0);
-}
-
-// The magic number and format version in front of a stored `what`.
 Status CheckValuePrefix(std::string_view value, std::uint32_t magic, std::uint16_t version, std::string_view what) {
   if (value.size() < kValuePrefixSize || GetLittleEndian(value.substr(0, 4)) != magic) {
     return Corruption("stored " + std::string(what) + " has a bad magic number or is truncated (" +
@@ -83,8 +91,6 @@ Status CheckValuePrefix(std::string_view value, std::uint32_t magic, std::uint16
   }
   return Status::OK();
 }
-
-}  // namespace
 
 std::string WorkerKey(WorkerId worker) {
   std::string key;
@@ -171,17 +177,6 @@ CheckpointHead NewCheckpointHead(Epoch epoch, LogIndex at, std::uint64_t total_b
       epoch, at, total_bytes, kCheckpointChunkBytes, ChunkCount(total_bytes, kCheckpointChunkBytes), generation};
 }
 
-std::string CheckpointChunkKey(WorkerId worker, std::uint64_t generation, std::uint64_t chunk) {
-  std::string key;
-  key.reserve(20);
-  PutBigEndian32(worker, &key);
-  PutBigEndian64(generation, &key);
-  PutBigEndian64(chunk, &key);
-  return key;
-}
-
-std::string CheckpointChunksEnd(WorkerId worker) { return CheckpointChunkKey(worker, ~0ull, ~0ull) + '\0'; }
-
 std::string EncodeCheckpointHead(const CheckpointHead& head) {
   std::string value;
   value.reserve(kCheckpointHeadSize);
@@ -215,24 +210,6 @@ Status DecodeCheckpointHead(std::string_view value, CheckpointHead* out) {
                       " bytes");
   }
   *out = head;
-  return Status::OK();
-}
-
-std::string CheckpointChunkHeader() {
-  std::string header;
-  header.reserve(kCheckpointChunkHeaderSize);
-  PutLittleEndian(kCheckpointChunkMagic, 4, &header);
-  PutLittleEndian(kCheckpointChunkVersion, 2, &header);
-  return header;
-}
-
-Status DecodeCheckpointChunk(std::string_view value, std::uint64_t expected_bytes, std::string_view* bytes) {
-  LSTASH_RETURN_IF_ERROR(CheckValuePrefix(value, kCheckpointChunkMagic, kCheckpointChunkVersion, "checkpoint chunk"));
-  if (value.size() - kCheckpointChunkHeaderSize != expected_bytes) {
-    return Corruption("stored checkpoint chunk holds " + std::to_string(value.size() - kCheckpointChunkHeaderSize) +
-                      " bytes, not " + std::to_string(expected_bytes));
-  }
-  *bytes = value.substr(kCheckpointChunkHeaderSize);
   return Status::OK();
 }
 
@@ -434,50 +411,23 @@ class RocksDbStore final : public Store, public layout::ServerOps {
     }
     LSTASH_RETURN_IF_ERROR(CheckCheckpointAt(worker, at, ws->committed.load(std::memory_order_relaxed), previous.at));
 
-    // The chunks first, as the parts come, under a generation no head names
-    // yet, a bounded batch at a time (see rocksdb_layout.h).
+    // The file first, as the parts come, under a generation no head names
+    // yet (see rocksdb_layout.h).
     const layout::CheckpointHead head = layout::NewCheckpointHead(epoch, at, size, previous.generation + 1);
-    const std::string chunk_header = layout::CheckpointChunkHeader();
-    std::string chunk = chunk_header;  // the one being filled
-    std::uint64_t chunks_done = 0, given = 0;
-    rocksdb::WriteBatch chunks;
-    const auto end_chunk = [&]() -> Status {
-      rocksdb::Status put = chunks.Put(checkpoint_cf_, layout::CheckpointChunkKey(worker, head.generation, chunks_done++),
-                                       chunk);
-      if (!put.ok()) return FromRocks(put, what);
-      chunk.resize(chunk_header.size());
-      if (chunks.Count() < layout::kCheckpointChunksPerBatch) return Status::OK();
-      Status written = Write(&chunks, /*sync=*/true, what);
-      chunks.Clear();
-      return written;
-    };
+    layout::CheckpointFileWriter file;
+    LSTASH_RETURN_IF_ERROR(file.Open(checkpoint_dir_, worker, head).WithContext(what));
+    std::uint64_t given = 0;
     const Status fed = parts([&](std::string_view part) -> Status {
       given += part.size();
       if (given > size) return Status::OK();  // refused below
-      Status ended;
-      while (!part.empty() && ended.ok()) {
-        const std::size_t n =
-            std::min<std::uint64_t>(part.size(), head.chunk_bytes - (chunk.size() - chunk_header.size()));
-        chunk.append(part.substr(0, n));
-        part.remove_prefix(n);
-        if (chunk.size() - chunk_header.size() == head.chunk_bytes) ended = end_chunk();
-      }
-      return ended;
+      return file.Append(part).WithContext(what);
     });
     LSTASH_RETURN_IF_ERROR(fed);
     LSTASH_RETURN_IF_ERROR(CheckRecordSize(worker, size, given));
-    if (chunk.size() > chunk_header.size()) LSTASH_RETURN_IF_ERROR(end_chunk());
-    if (chunks.Count() > 0) LSTASH_RETURN_IF_ERROR(Write(&chunks, /*sync=*/true, what));
-    // Then, in one write, the head that names them and the deletion of every
-    // other chunk of the worker: the predecessor's and any a crash left.
+    LSTASH_RETURN_IF_ERROR(file.Finish().WithContext(what));
+    // Then, in one write, the head that names it.
     rocksdb::WriteBatch batch;
     s = batch.Put(checkpoint_cf_, layout::WorkerKey(worker), layout::EncodeCheckpointHead(head));
-    if (!s.ok()) return FromRocks(s, what);
-    s = batch.DeleteRange(checkpoint_cf_, layout::CheckpointChunkKey(worker, 0, 0),
-                          layout::CheckpointChunkKey(worker, head.generation, 0));
-    if (!s.ok()) return FromRocks(s, what);
-    s = batch.DeleteRange(checkpoint_cf_, layout::CheckpointChunkKey(worker, head.generation, head.chunk_count),
-                          layout::CheckpointChunksEnd(worker));
     if (!s.ok()) return FromRocks(s, what);
     if (at > 0) {
       // Keys (worker, 0) .. (worker, at) inclusive: the end key sorts just
@@ -490,49 +440,46 @@ class RocksDbStore final : public Store, public layout::ServerOps {
       s = batch.DeleteRange(copies_cf_, layout::CopyKey(worker, 0, 0), layout::CopyKey(worker, at, ~Epoch{0}) + '\0');
       if (!s.ok()) return FromRocks(s, what);
     }
-    return Write(&batch, /*sync=*/true, what);
+    LSTASH_RETURN_IF_ERROR(Write(&batch, /*sync=*/true, what));
+    RemoveCheckpointFiles(worker, head.generation);
+    return Status::OK();
   }
 
   Result<bool> ReadCheckpointPartInto(WorkerId worker, std::uint64_t offset, std::uint64_t max_bytes,
                                       CheckpointPart* part) override {
     const std::string what = "checkpoint of worker " + std::to_string(worker);
-    // The head and every chunk from one snapshot: a PutCheckpoint meanwhile
-    // cannot mix two checkpoints in one part.
-    rocksdb::ManagedSnapshot snapshot(db_.get());
-    rocksdb::ReadOptions read_options;
-    read_options.snapshot = snapshot.snapshot();
-    rocksdb::PinnableSlice value;
-    rocksdb::Status s = db_->Get(read_options, checkpoint_cf_, layout::WorkerKey(worker), &value);
-    if (s.IsNotFound()) return false;
-    if (!s.ok()) return FromRocks(s, what);
-    layout::CheckpointHead head;
-    LSTASH_RETURN_IF_ERROR(layout::DecodeCheckpointHead(View(value), &head).WithContext(what));
-    LSTASH_RETURN_IF_ERROR(CheckCheckpointOffset(worker, offset, head.total_bytes));
-
-    part->epoch = head.epoch;
-    part->at = head.at;
-    part->total_bytes = head.total_bytes;
-    part->bytes.clear();
-    const std::uint64_t length = CheckpointPartBytes(offset, max_bytes, head.total_bytes);
-    part->bytes.reserve(length);
-    // Chunks are read once, when a worker recovers: keep them from evicting
-    // the blocks that appends and reads of the log reuse.
-    read_options.fill_cache = false;
-    const std::uint64_t first = offset / head.chunk_bytes;
-    for (std::uint64_t chunk = first; part->bytes.size() < length; ++chunk) {
-      const std::string chunk_what =
-          what + ", chunk " + std::to_string(chunk) + " of " + std::to_string(head.chunk_count);
-      value.Reset();
-      s = db_->Get(read_options, checkpoint_cf_, layout::CheckpointChunkKey(worker, head.generation, chunk), &value);
-      if (s.IsNotFound()) return Corruption(chunk_what + " is missing");
-      if (!s.ok()) return FromRocks(s, chunk_what);
-      std::string_view bytes;
-      LSTASH_RETURN_IF_ERROR(
-          layout::DecodeCheckpointChunk(View(value), head.BytesOfChunk(chunk), &bytes).WithContext(chunk_what));
-      const std::uint64_t from = chunk == first ? offset % head.chunk_bytes : 0;
-      part->bytes.append(bytes.substr(from, length - part->bytes.size()));
+    // A newer checkpoint may replace this one, and remove its file, between
+    // reading the head and opening the file: then the newer one is read.
+    constexpr int kTries = 8;
+    std::optional<std::uint64_t> generation_missing;
+    for (int tries = 1;; ++tries) {
+      rocksdb::PinnableSlice value;
+      rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), checkpoint_cf_, layout::WorkerKey(worker), &value);
+      if (s.IsNotFound()) return false;
+      if (!s.ok()) return FromRocks(s, what);
+      layout::CheckpointHead head;
+      LSTASH_RETURN_IF_ERROR(layout::DecodeCheckpointHead(View(value), &head).WithContext(what));
+      if (head.generation == generation_missing) {
+        return Corruption(what + ": its file " + checkpoint_dir_ + "/" +
+                          layout::CheckpointFileName(worker, head.generation) + " is missing");
+      }
+      LSTASH_RETURN_IF_ERROR(CheckCheckpointOffset(worker, offset, head.total_bytes));
+      part->epoch = head.epoch;
+      part->at = head.at;
+      part->total_bytes = head.total_bytes;
+      const std::uint64_t length = CheckpointPartBytes(offset, max_bytes, head.total_bytes);
+      if (length == 0) {
+        part->bytes.clear();
+        return true;
+      }
+      bool missing = false;
+      LSTASH_RETURN_IF_ERROR(layout::ReadCheckpointFilePart(checkpoint_dir_, worker, head, offset, length,
+                                                            &part->bytes, &missing)
+                                 .WithContext(what));
+      if (!missing) return true;
+      if (tries == kTries) return Unavailable(what + ": replaced " + std::to_string(kTries) + " times while read");
+      generation_missing = head.generation;
     }
-    return true;
   }
 
  private:
@@ -555,6 +502,7 @@ class RocksDbStore final : public Store, public layout::ServerOps {
   RocksDbStore(std::string path, const RocksDbStoreOptions& options, rocksdb::DB* db,
                std::vector<rocksdb::ColumnFamilyHandle*> handles)
       : path_(std::move(path)),
+        checkpoint_dir_(path_ + "/" + layout::kCheckpointDirectory),
         options_(options),
         db_(db),
         handles_(std::move(handles)),
@@ -565,6 +513,23 @@ class RocksDbStore final : public Store, public layout::ServerOps {
 
   Status CheckFormat();
   Status LoadMeta();
+  // Makes the checkpoint folder, and removes the files no head names: a
+  // crash left them, before their head or before they were removed.
+  Status OpenCheckpointDirectory();
+
+  // Removes the checkpoint files of `worker` but that of `generation`.
+  // Best effort: one left is removed when the store is next opened.
+  void RemoveCheckpointFiles(WorkerId worker, std::uint64_t generation) {
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(checkpoint_dir_, ec)) {
+      WorkerId file_worker = 0;
+      std::uint64_t file_generation = 0;
+      if (layout::ParseCheckpointFileName(entry.path().filename().string(), &file_worker, &file_generation) &&
+          file_worker == worker && file_generation != generation) {
+        std::filesystem::remove(entry.path(), ec);
+      }
+    }
+  }
 
   // BeginIncarnation; with `begun_by`, idempotent per request (ServerOps).
   Result<Epoch> Begin(WorkerId worker, layout::BegunBy* begun_by) {
@@ -639,6 +604,7 @@ class RocksDbStore final : public Store, public layout::ServerOps {
   }
 
   const std::string path_;
+  const std::string checkpoint_dir_;
   const RocksDbStoreOptions options_;
   const std::unique_ptr<rocksdb::DB> db_;
   // default, log, checkpoint, meta, copies; released before db_ is closed.
@@ -668,18 +634,10 @@ Result<std::unique_ptr<Store>> RocksDbStore::Open(const std::string& path, const
   rocksdb::ColumnFamilyOptions log_options;
   log_options.write_buffer_size = 64 << 20;
 
-  // Checkpoints are engine state of up to GiBs: not compressed (device state
-  // rarely shrinks, and a restore pays to decompress every byte: Snappy made
-  // reading a GiB of random floats 2-3x slower in a probe here). Blob files
-  // measured slower still: their flush competes with the recovery that
-  // follows a checkpoint.
-  rocksdb::ColumnFamilyOptions checkpoint_options;
-  checkpoint_options.compression = rocksdb::kNoCompression;
-
   std::vector<rocksdb::ColumnFamilyDescriptor> families = {
       {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
       {layout::kLogFamily, log_options},
-      {layout::kCheckpointFamily, checkpoint_options},
+      {layout::kCheckpointFamily, rocksdb::ColumnFamilyOptions()},
       {layout::kMetaFamily, rocksdb::ColumnFamilyOptions()},
       {layout::kCopiesFamily, rocksdb::ColumnFamilyOptions()},
   };
@@ -691,7 +649,36 @@ Result<std::unique_ptr<Store>> RocksDbStore::Open(const std::string& path, const
   std::unique_ptr<RocksDbStore> store(new RocksDbStore(path, options, db, std::move(handles)));
   LSTASH_RETURN_IF_ERROR(store->CheckFormat());
   LSTASH_RETURN_IF_ERROR(store->LoadMeta());
+  LSTASH_RETURN_IF_ERROR(store->OpenCheckpointDirectory());
   return std::unique_ptr<Store>(std::move(store));
+}
+
+Status RocksDbStore::OpenCheckpointDirectory() {
+  std::error_code ec;
+  if (std::filesystem::create_directory(checkpoint_dir_, ec)) {
+    // Synced into its parent, as a file in it is synced into it.
+    const int fd = ::open(path_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || ::fsync(fd) != 0) ec = std::error_code(errno, std::generic_category());
+    if (fd >= 0) ::close(fd);
+  }
+  if (ec) return IOError("lstash store at " + path_ + ": making " + checkpoint_dir_ + ": " + ec.message());
+  int removed = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(checkpoint_dir_, ec)) {
+    WorkerId worker = 0;
+    std::uint64_t generation = 0;
+    if (!layout::ParseCheckpointFileName(entry.path().filename().string(), &worker, &generation)) continue;
+    rocksdb::PinnableSlice value;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), checkpoint_cf_, layout::WorkerKey(worker), &value);
+    layout::CheckpointHead head;
+    if (s.ok() && !layout::DecodeCheckpointHead(View(value), &head).ok()) continue;  // reported when read
+    if (!s.ok() && !s.IsNotFound()) return FromRocks(s, "lstash store at " + path_ + ": checkpoint head");
+    if (s.ok() && head.generation == generation) continue;
+    std::error_code remove_ec;
+    if (std::filesystem::remove(entry.path(), remove_ec)) ++removed;
+  }
+  if (ec) return IOError("lstash store at " + path_ + ": listing " + checkpoint_dir_ + ": " + ec.message());
+  if (removed > 0) spdlog::info("lstash store {}: removed {} checkpoint files no head names", path_, removed);
+  return Status::OK();
 }
 
 // Writes the format marker into a new store; refuses a store written by

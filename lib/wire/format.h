@@ -36,7 +36,9 @@ inline constexpr std::uint16_t kFormatVersion = 1;
 //   1  a checkpoint is one value
 //   2  a checkpoint is a head and chunks (lib/store/rocksdb_layout.h)
 //   3  ... and its chunks carry a generation, written before the head
-inline constexpr std::uint16_t kStoreFormatVersion = 3;
+//   4  a checkpoint is a head and a file beside the database
+//      (lib/store/checkpoint_file.h)
+inline constexpr std::uint16_t kStoreFormatVersion = 4;
 
 // A causal dependency: the owner's log up to `index`, as written by
 // incarnations up to `epoch`.

@@ -15,6 +15,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <functional>
 #include <limits>
 #include <random>
 #include <string>
@@ -23,6 +25,7 @@
 #include <utility>
 #include <vector>
 
+#include "store/checkpoint_file.h"
 #include "store/rocksdb_layout.h"
 #include "wire/format.h"
 
@@ -986,21 +989,46 @@ TEST_F(RocksDbStoreTest, CorruptedCheckpointIsReportedAsCorruption) {
   }
 }
 
-// The checkpoint family's keys of `worker`: its head, then its chunks.
-std::vector<std::string> CheckpointKeysOf(RawDb& raw, WorkerId worker) {
-  std::vector<std::string> keys = raw.Keys(RawDb::kCheckpoint);
-  std::erase_if(keys, [&](const std::string& key) { return !key.starts_with(layout::WorkerKey(worker)); });
-  return keys;
+// The names of `worker`'s checkpoint files in the store at `path`, sorted.
+std::vector<std::string> CheckpointFilesOf(const std::string& path, WorkerId worker) {
+  std::vector<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator(path + "/" + layout::kCheckpointDirectory)) {
+    const std::string name = entry.path().filename().string();
+    WorkerId file_worker = 0;
+    std::uint64_t generation = 0;
+    if (layout::ParseCheckpointFileName(name, &file_worker, &generation) && file_worker == worker) {
+      names.push_back(name);
+    }
+  }
+  std::sort(names.begin(), names.end());
+  return names;
 }
 
-// Its head, and the chunks of one generation.
-std::vector<std::string> ExpectedCheckpointKeys(WorkerId worker, std::uint64_t generation, std::uint64_t chunks) {
-  std::vector<std::string> keys = {layout::WorkerKey(worker)};
-  for (std::uint64_t c = 0; c < chunks; ++c) keys.push_back(layout::CheckpointChunkKey(worker, generation, c));
-  return keys;
+std::string CheckpointFilePath(const std::string& path, WorkerId worker, std::uint64_t generation) {
+  return path + "/" + layout::kCheckpointDirectory + "/" + layout::CheckpointFileName(worker, generation);
 }
 
-TEST_F(RocksDbStoreTest, ChunkedCheckpointSurvivesReopenAndLeavesNoStaleChunks) {
+std::string ReadBytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void WriteBytes(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << bytes;
+  ASSERT_TRUE(out.good()) << path;
+}
+
+// Bytes in the database's write-ahead log files.
+std::uint64_t WalBytes(const std::string& path) {
+  std::uint64_t bytes = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(path)) {
+    if (entry.path().extension() == ".log") bytes += entry.file_size();
+  }
+  return bytes;
+}
+
+TEST_F(RocksDbStoreTest, CheckpointFilesSurviveReopenAndNoStaleOnesStay) {
   const ExpectedCheckpoint big{1, 2, RandomRecord(2 * kChunk + 1, 3)};
   const ExpectedCheckpoint other{1, 1, RandomRecord(kChunk + 5, 4)};
   {
@@ -1012,11 +1040,17 @@ TEST_F(RocksDbStoreTest, ChunkedCheckpointSurvivesReopenAndLeavesNoStaleChunks) 
     STORE_ASSERT_OK(store->PutCheckpoint(1, 1, big.at, big.record));
     STORE_ASSERT_OK(store->PutCheckpoint(2, 1, other.at, other.record));
   }
+  // The records went to their files, not through the database's log, which
+  // the next open would replay.
+  EXPECT_LT(WalBytes(path_), kChunk);
+  EXPECT_EQ(CheckpointFilesOf(path_, 1), std::vector<std::string>{"w1-g1.lsck"});
+  EXPECT_EQ(CheckpointFilesOf(path_, 2), std::vector<std::string>{"w2-g1.lsck"});
+  EXPECT_EQ(std::filesystem::file_size(CheckpointFilePath(path_, 1, 1)),
+            layout::CheckpointFileBytes(layout::NewCheckpointHead(1, big.at, big.record.size(), 1)));
   {
     RawDb raw(path_);
     ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
-    EXPECT_EQ(CheckpointKeysOf(raw, 1), ExpectedCheckpointKeys(1, 1, 3));
-    EXPECT_EQ(CheckpointKeysOf(raw, 2), ExpectedCheckpointKeys(2, 1, 2));
+    EXPECT_EQ(raw.Keys(RawDb::kCheckpoint), (std::vector<std::string>{layout::WorkerKey(1), layout::WorkerKey(2)}));
   }
   const ExpectedCheckpoint smaller{1, 3, RandomRecord(kChunk / 2, 5)};
   {
@@ -1025,28 +1059,22 @@ TEST_F(RocksDbStoreTest, ChunkedCheckpointSurvivesReopenAndLeavesNoStaleChunks) 
     ExpectPart(store.get(), 1, big, kChunk - 1, 2);
     STORE_ASSERT_OK(store->PutCheckpoint(1, 1, smaller.at, smaller.record));
   }
-  {
-    // The bigger checkpoint's last two chunks went with it; worker 2's stay.
-    RawDb raw(path_);
-    ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
-    EXPECT_EQ(CheckpointKeysOf(raw, 1), ExpectedCheckpointKeys(1, 2, 1));
-    EXPECT_EQ(CheckpointKeysOf(raw, 2), ExpectedCheckpointKeys(2, 1, 2));
-  }
+  // The bigger checkpoint's file went with it; worker 2's stays.
+  EXPECT_EQ(CheckpointFilesOf(path_, 1), std::vector<std::string>{"w1-g2.lsck"});
+  EXPECT_EQ(CheckpointFilesOf(path_, 2), std::vector<std::string>{"w2-g1.lsck"});
   STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
   ExpectPart(store.get(), 1, smaller, 0, kWhole);
   ExpectPart(store.get(), 2, other, 0, kWhole);
   STORE_ASSERT_OK(store->PutCheckpoint(1, 1, 3, ""));
   ExpectPart(store.get(), 1, ExpectedCheckpoint{1, 3, ""}, 0, kWhole);
-  store.reset();
-  RawDb raw(path_);
-  ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
-  EXPECT_EQ(CheckpointKeysOf(raw, 1), ExpectedCheckpointKeys(1, 3, 0));
+  EXPECT_EQ(CheckpointFilesOf(path_, 1), std::vector<std::string>{"w1-g3.lsck"});
 }
 
-// A crash while a checkpoint's chunks are written (before its head) leaves
-// chunks no head names: the old checkpoint reads whole, and the next
-// checkpoint deletes them, whatever their generation.
-TEST_F(RocksDbStoreTest, ChunksACrashLeftBeforeTheHeadAreIgnoredThenDeleted) {
+// A crash while a checkpoint's file is written (before its head) leaves a
+// file no head names: the old checkpoint reads whole, and the next open
+// removes it, whatever its generation. A checkpoint whose parts fail
+// leaves no file.
+TEST_F(RocksDbStoreTest, CheckpointFilesACrashLeftAreIgnoredThenRemoved) {
   const ExpectedCheckpoint old{1, 1, RandomRecord(kChunk + 7, 8)};
   {
     STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
@@ -1054,26 +1082,32 @@ TEST_F(RocksDbStoreTest, ChunksACrashLeftBeforeTheHeadAreIgnoredThenDeleted) {
     STORE_ASSERT_OK(store->Append(1, e, Records(1, 1, 3), {}));
     STORE_ASSERT_OK(store->PutCheckpoint(1, e, old.at, old.record));
   }
-  {
-    RawDb raw(path_);
-    ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
-    const std::string chunk = layout::CheckpointChunkHeader() + std::string(kChunk, 'x');
-    for (std::uint64_t c = 0; c < 5; ++c)  // the next generation's, cut short
-      ASSERT_TRUE(raw.Put(RawDb::kCheckpoint, layout::CheckpointChunkKey(1, 2, c), chunk).ok());
-    ASSERT_TRUE(raw.Put(RawDb::kCheckpoint, layout::CheckpointChunkKey(1, 9, 0), chunk).ok());
-  }
+  const std::string not_ours = path_ + "/" + layout::kCheckpointDirectory + "/notes.txt";
+  ASSERT_NO_FATAL_FAILURE(WriteBytes(CheckpointFilePath(path_, 1, 2), std::string(kChunk, 'x')));  // cut short
+  ASSERT_NO_FATAL_FAILURE(WriteBytes(CheckpointFilePath(path_, 1, 9), "x"));
+  ASSERT_NO_FATAL_FAILURE(WriteBytes(CheckpointFilePath(path_, 3, 1), "x"));  // a worker with no head
+  ASSERT_NO_FATAL_FAILURE(WriteBytes(not_ours, "kept"));
   STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
+  EXPECT_EQ(CheckpointFilesOf(path_, 1), std::vector<std::string>{"w1-g1.lsck"});
+  EXPECT_EQ(CheckpointFilesOf(path_, 3), std::vector<std::string>{});
+  EXPECT_EQ(ReadBytes(not_ours), "kept");
   ExpectPart(store.get(), 1, old, 0, kWhole);
+
+  const Status failed = store->PutCheckpointFrom(1, 1, 2, 3 * kChunk, [&](const auto& sink) -> Status {
+    EXPECT_TRUE(sink(std::string(kChunk, 'y')).ok());
+    return IOError("the engine's copy failed");
+  });
+  EXPECT_EQ(failed.code(), Code::kIOError) << failed.ToString();
+  EXPECT_EQ(CheckpointFilesOf(path_, 1), std::vector<std::string>{"w1-g1.lsck"});
+  ExpectPart(store.get(), 1, old, 0, kWhole);
+
   const ExpectedCheckpoint next{1, 2, RandomRecord(kChunk + 1, 9)};
   STORE_ASSERT_OK(store->PutCheckpoint(1, 1, next.at, next.record));
   ExpectPart(store.get(), 1, next, 0, kWhole);
-  store.reset();
-  RawDb raw(path_);
-  ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
-  EXPECT_EQ(CheckpointKeysOf(raw, 1), ExpectedCheckpointKeys(1, 2, 2));
+  EXPECT_EQ(CheckpointFilesOf(path_, 1), std::vector<std::string>{"w1-g2.lsck"});
 }
 
-TEST_F(RocksDbStoreTest, DamagedCheckpointChunksAreCorruptionAndOnlyTheChunksOfAPartAreRead) {
+TEST_F(RocksDbStoreTest, DamagedCheckpointFilesAreCorruptionAndOnlyTheChunksOfAPartAreChecked) {
   const ExpectedCheckpoint expected{1, 1, RandomRecord(2 * kChunk + 10, 6)};
   {
     STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
@@ -1081,31 +1115,34 @@ TEST_F(RocksDbStoreTest, DamagedCheckpointChunksAreCorruptionAndOnlyTheChunksOfA
     STORE_ASSERT_OK(store->Append(1, e, Records(1, 1, 1), {}));
     STORE_ASSERT_OK(store->PutCheckpoint(1, e, expected.at, expected.record));
   }
-  const std::string chunk_header = layout::CheckpointChunkHeader();
-  const std::string short_chunk = chunk_header + expected.record.substr(kChunk, kChunk - 1);
-  const std::string long_last_chunk = chunk_header + expected.record.substr(2 * kChunk) + "x";
-  std::string bad_magic = chunk_header + expected.record.substr(kChunk, kChunk);
-  bad_magic[1] ^= 0x5a;
+  const std::string file = CheckpointFilePath(path_, 1, 1);
+  const std::string intact = ReadBytes(file);
+  const std::uint64_t header = layout::kCheckpointFileHeaderBytes;
+  const std::uint64_t digests = header + expected.record.size();
+  ASSERT_EQ(intact.size(), digests + 3 * 8);
   struct Damage {
-    std::uint64_t chunk;
-    std::optional<std::string> value;  // nullopt: deleted
     std::string message;
+    std::function<void(std::string*)> apply;  // to the file's bytes; nullptr: the file is removed
+    std::uint64_t chunk = 0;                  // the chunk read; a damaged chunk leaves the others readable
+    bool local = false;
   };
   const std::vector<Damage> damages = {
-      {1, short_chunk, "chunk 1 of 3: stored checkpoint chunk holds 4194303 bytes, not 4194304"},
-      {2, long_last_chunk, "chunk 2 of 3: stored checkpoint chunk holds 11 bytes, not 10"},
-      {1, bad_magic, "chunk 1 of 3: stored checkpoint chunk has a bad magic number"},
-      {1, "LSC", "chunk 1 of 3: stored checkpoint chunk has a bad magic number or is truncated (3 bytes)"},
-      {2, std::nullopt, "chunk 2 of 3 is missing"},
+      {"chunk 1 of 3 does not match its digest", [&](std::string* f) { (*f)[header + kChunk + 5] ^= 1; }, 1, true},
+      {"chunk 2 of 3 does not match its digest", [&](std::string* f) { (*f)[digests + 2 * 8 + 3] ^= 1; }, 2, true},
+      {"holds " + std::to_string(intact.size() - 1) + " bytes, not " + std::to_string(intact.size()),
+       [](std::string* f) { f->pop_back(); }},
+      {"has a bad magic number", [](std::string* f) { (*f)[1] ^= 0x5a; }},
+      {"is not the one its head names (worker 2, generation 1", [](std::string* f) { (*f)[6] = 2; }},
+      {"w1-g1.lsck is missing", nullptr},
   };
   for (const Damage& damage : damages) {
     SCOPED_TRACE(damage.message);
-    const std::string key = layout::CheckpointChunkKey(1, 1, damage.chunk);
-    {
-      RawDb raw(path_);
-      ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
-      ASSERT_TRUE(
-          (damage.value ? raw.Put(RawDb::kCheckpoint, key, *damage.value) : raw.Delete(RawDb::kCheckpoint, key)).ok());
+    if (damage.apply) {
+      std::string damaged = intact;
+      damage.apply(&damaged);
+      ASSERT_NO_FATAL_FAILURE(WriteBytes(file, damaged));
+    } else {
+      std::filesystem::remove(file);
     }
     STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
     for (auto [offset, max_bytes] :
@@ -1113,20 +1150,19 @@ TEST_F(RocksDbStoreTest, DamagedCheckpointChunksAreCorruptionAndOnlyTheChunksOfA
       auto part = store->ReadCheckpointPart(1, offset, max_bytes);
       ASSERT_FALSE(part.ok());
       EXPECT_EQ(part.status().code(), Code::kCorruption) << part.status().ToString();
-      EXPECT_THAT(std::string(part.status().message()), HasSubstr("checkpoint of worker 1, " + damage.message));
+      EXPECT_THAT(std::string(part.status().message()), HasSubstr("checkpoint of worker 1: "));
+      EXPECT_THAT(std::string(part.status().message()), HasSubstr(damage.message));
     }
-    // Parts of the chunks before it are read without it.
-    ExpectPart(store.get(), 1, expected, 0, kChunk);
+    if (damage.local) {  // parts of the chunks before it are read without it
+      ExpectPart(store.get(), 1, expected, 0, kChunk);
+      ExpectPart(store.get(), 1, expected, kChunk - 3, 3);
+    }
     ExpectPart(store.get(), 1, expected, 0, 0);
-    store.reset();
-    RawDb raw(path_);  // repaired for the next damage
-    ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
-    ASSERT_TRUE(
-        raw.Put(RawDb::kCheckpoint, key, chunk_header + expected.record.substr(damage.chunk * kChunk, kChunk)).ok());
+    ASSERT_NO_FATAL_FAILURE(WriteBytes(file, intact));  // repaired for the next damage
   }
 }
 
-TEST_F(RocksDbStoreTest, CheckpointValuesOfAnotherVersionAreFailedPrecondition) {
+TEST_F(RocksDbStoreTest, CheckpointsOfAnotherVersionAreFailedPrecondition) {
   {
     STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
     STORE_ASSERT_OK_AND_ASSIGN(Epoch e, store->BeginIncarnation(1));
@@ -1134,46 +1170,55 @@ TEST_F(RocksDbStoreTest, CheckpointValuesOfAnotherVersionAreFailedPrecondition) 
     STORE_ASSERT_OK(store->PutCheckpoint(1, e, 1, "snap"));
   }
   const std::string head = layout::EncodeCheckpointHead(layout::NewCheckpointHead(1, 1, 4, 1));
-  const std::string chunk = layout::CheckpointChunkHeader() + "snap";
+  const std::string file = CheckpointFilePath(path_, 1, 1);
+  const std::string intact = ReadBytes(file);
   std::string newer_head = head;
-  std::string newer_chunk = chunk;
-  newer_head[4] = 4;  // version, low byte
-  newer_chunk[4] = 4;
-  const std::pair<std::string, std::string> versions[] = {{newer_head, chunk}, {head, newer_chunk}};
-  for (const auto& [head_value, chunk_value] : versions) {
+  newer_head[4] = 5;  // version, low byte
+  std::string older_file = intact;
+  older_file[4] = 0;
+  const std::tuple<std::string, std::string, std::string> versions[] = {
+      {newer_head, intact, "checkpoint head has format version 5"},
+      {head, older_file, "checkpoint file " + file + " has format version 0"},
+  };
+  for (const auto& [head_value, file_bytes, message] : versions) {
     {
       RawDb raw(path_);
       ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
       ASSERT_TRUE(raw.Put(RawDb::kCheckpoint, layout::WorkerKey(1), head_value).ok());
-      ASSERT_TRUE(raw.Put(RawDb::kCheckpoint, layout::CheckpointChunkKey(1, 1, 0), chunk_value).ok());
     }
+    ASSERT_NO_FATAL_FAILURE(WriteBytes(file, file_bytes));
     STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
     auto part = store->ReadCheckpointPart(1, 0, kWhole);
     ASSERT_FALSE(part.ok());
     EXPECT_EQ(part.status().code(), Code::kFailedPrecondition) << part.status().ToString();
-    EXPECT_THAT(std::string(part.status().message()), HasSubstr("format version 4"));
+    EXPECT_THAT(std::string(part.status().message()), HasSubstr(message));
   }
 }
 
-// A store of format version 1 kept each checkpoint as one value, which this
-// build would misread as a head: it is refused when opened, not when read.
-TEST_F(RocksDbStoreTest, RefusesAStoreOfTheWholeValueCheckpointLayout) {
+// Stores of format version 1 kept each checkpoint as one value, which this
+// build would misread as a head, and versions 2 and 3 kept chunks in the
+// database, which it would not find: they are refused when opened, not when
+// read.
+TEST_F(RocksDbStoreTest, RefusesStoresOfEarlierCheckpointLayouts) {
   { STORE_ASSERT_OK_AND_ASSIGN(auto store, Open()); }
-  {
-    RawDb raw(path_);
-    ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
-    ASSERT_TRUE(raw.Put(RawDb::kMeta, layout::kFormatKey, FormatMarkerWithVersion(1)).ok());
-    std::string v1_checkpoint("\x57\x43\x53\x4c\x01\x00", 6);  // "LSCW" version 1
-    v1_checkpoint.append(16, '\x01');                          // epoch, at
-    v1_checkpoint.append("snap");
-    ASSERT_TRUE(raw.Put(RawDb::kCheckpoint, layout::WorkerKey(1), v1_checkpoint).ok());
+  for (std::uint16_t version : {1, 2, 3}) {
+    {
+      RawDb raw(path_);
+      ASSERT_TRUE(raw.status().ok()) << raw.status().ToString();
+      ASSERT_TRUE(raw.Put(RawDb::kMeta, layout::kFormatKey, FormatMarkerWithVersion(version)).ok());
+      std::string v1_checkpoint("\x57\x43\x53\x4c\x01\x00", 6);  // "LSCW" version 1
+      v1_checkpoint.append(16, '\x01');                          // epoch, at
+      v1_checkpoint.append("snap");
+      ASSERT_TRUE(raw.Put(RawDb::kCheckpoint, layout::WorkerKey(1), v1_checkpoint).ok());
+    }
+    auto store = Open();
+    ASSERT_FALSE(store.ok());
+    EXPECT_EQ(store.status().code(), Code::kFailedPrecondition) << store.status().ToString();
+    EXPECT_THAT(std::string(store.status().message()), HasSubstr(path_));
+    EXPECT_THAT(std::string(store.status().message()),
+                HasSubstr("store format version " + std::to_string(version) +
+                          " is not supported (this build reads version 4)"));
   }
-  auto store = Open();
-  ASSERT_FALSE(store.ok());
-  EXPECT_EQ(store.status().code(), Code::kFailedPrecondition) << store.status().ToString();
-  EXPECT_THAT(std::string(store.status().message()), HasSubstr(path_));
-  EXPECT_THAT(std::string(store.status().message()),
-              HasSubstr("store format version 1 is not supported (this build reads version 3)"));
 }
 
 TEST_F(RocksDbStoreTest, CorruptedMetadataFailsTheOpen) {

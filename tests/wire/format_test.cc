@@ -583,16 +583,16 @@ TEST(WireMetaTest, FormatMarkerIsMagicAndVersionOnly) {
 }
 
 TEST(WireMetaTest, FormatMarkerOfAnotherVersionIsFailedPrecondition) {
-  // Version 1 stored each checkpoint as one value, 2 its chunks without generations.
-  for (int version : {1, 2}) {
+  // Version 1 stored each checkpoint as one value, 2 and 3 in chunks in the database.
+  for (int version : {1, 2, 3}) {
     const Status older = CheckFormatMarker(ByteBuilder().U32(kMetaMagic).U16(version).bytes());
     EXPECT_EQ(older.code(), Code::kFailedPrecondition);
     EXPECT_EQ(older.message(),
-              "store format version " + std::to_string(version) + " is not supported (this build reads version 3)");
+              "store format version " + std::to_string(version) + " is not supported (this build reads version 4)");
   }
-  const Status newer = CheckFormatMarker(ByteBuilder().U32(kMetaMagic).U16(4).bytes());
+  const Status newer = CheckFormatMarker(ByteBuilder().U32(kMetaMagic).U16(5).bytes());
   EXPECT_EQ(newer.code(), Code::kFailedPrecondition);
-  EXPECT_EQ(newer.message(), "store format version 4 is not supported (this build reads version 3)");
+  EXPECT_EQ(newer.message(), "store format version 5 is not supported (this build reads version 4)");
   // A future marker may be longer; the version still decides.
   EXPECT_EQ(CheckFormatMarker(ByteBuilder().U32(kMetaMagic).U16(7).Raw("more").bytes()).code(),
             Code::kFailedPrecondition);
