@@ -40,6 +40,9 @@ int main(int argc, char** argv) {
                                                          "count only, instead of 2 and 4)")
                       ->check(CLI::Range(2, 16));
   cli.add_option("--seconds", o.seconds, "length of each run")->check(CLI::Range(0.5, 600.0));
+  cli.add_option("--rounds", o.rounds,
+                 "ring, serving, pipeline: run every mode in turn this many times, pooling each mode's latencies")
+      ->check(CLI::Range(1, 100));
   cli.add_flag("--quick", o.quick, "fewer points and shorter runs: a smoke test of the suite");
   cli.add_flag("--json", json, "print one JSON object as the last line");
   cli.add_option("--out", o.out_dir, "also write TAG.json and TAG.csv (and plot data) into this directory");
@@ -105,6 +108,10 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "lstash-bench: mode none cannot recover from a failure; leave it out of --modes\n");
       return 2;
     }
+  }
+  if (o.rounds > 1 && o.workload != "ring" && o.workload != "serving" && o.workload != "pipeline") {
+    std::fprintf(stderr, "lstash-bench: --rounds applies to ring, serving and pipeline, not %s\n", o.workload.c_str());
+    return 2;
   }
   if (o.f >= o.workers) o.f = 0;
   if (o.workload == "recovery" && o.lineage_tasks.empty()) {

@@ -185,20 +185,48 @@ void PrintRow(const std::string& mode, const nlohmann::json& m) {
 }
 
 // ------------------------------------------------------------------ ring
-// Runs `workload` with `app_settings` once per mode, without faults; each
-// mode's latencies summarized, their CDFs written. `what` names a run.
+// Runs `workload` with `app_settings` once per mode without faults, or
+// --rounds times, the modes taking turns; each mode's latencies past each
+// run's warm-up pooled and summarized, its rate the mean of its runs', its
+// CDF written. `what` names a run.
 nlohmann::json EveryMode(const BenchOptions& o, const std::string& workload, const nlohmann::json& app_settings,
                          const std::function<std::string(const std::string& mode)>& what) {
+  struct Pooled {
+    std::vector<LatencySample> steady;
+    double rate_sum = 0;
+    JobReport facts;  // correctness, violations and counters of every run
+  };
+  std::map<std::string, Pooled> pooled;
+  for (std::uint32_t round = 1; round <= o.rounds; ++round) {
+    for (const auto& mode : o.modes) {
+      RunOptions r = BaseRun(o, workload);
+      ApplyMode(mode, o, &r);
+      r.app_settings = app_settings.dump();
+      r.faults.clear();
+      const std::string name = o.rounds == 1 ? what(mode) : fmt::format("{} (round {} of {})", what(mode), round, o.rounds);
+      const JobReport rep = Run(r, name);
+      const std::vector<LatencySample> steady = Steady(rep.latency_samples, 0.1);
+      Pooled& p = pooled[mode];
+      if (round == 1) p.facts.results_correct = true;
+      p.steady.insert(p.steady.end(), steady.begin(), steady.end());
+      p.rate_sum += Rate(steady);
+      p.facts.results_correct = p.facts.results_correct && rep.results_correct;
+      p.facts.violations.insert(p.facts.violations.end(), rep.violations.begin(), rep.violations.end());
+      p.facts.stash_bytes_peak = std::max(p.facts.stash_bytes_peak, rep.stash_bytes_peak);
+      for (const auto& [k, v] : rep.metric_totals) p.facts.metric_totals[k] += v;
+    }
+  }
   nlohmann::json results = nlohmann::json::object();
   std::map<std::string, std::vector<double>> cdf;
   for (const auto& mode : o.modes) {
-    RunOptions r = BaseRun(o, workload);
-    ApplyMode(mode, o, &r);
-    r.app_settings = app_settings.dump();
-    r.faults.clear();
-    nlohmann::json m = Summarize(Run(r, what(mode)), &cdf[mode]);
+    const Pooled& p = pooled[mode];
+    nlohmann::json m = LatencyStats(p.steady);
+    m["throughput"] = p.rate_sum / o.rounds;
+    m["runs"] = o.rounds;
+    AddJobFacts(p.facts, &m);
     PrintRow(mode, m);
     results[mode] = m;
+    cdf[mode] = Latencies(p.steady);
   }
   WriteCdf(o, cdf);
   return results;
@@ -746,7 +774,8 @@ nlohmann::json RunBenchmark(const BenchOptions& o) {
   nlohmann::json out{{"workload", o.workload},
                      {"machine", MachineDescription()},
                      {"settings",
-                      {{"workers", o.workers}, {"seconds", o.seconds}, {"nondet", o.nondet}, {"f", o.f},
+                      {{"workers", o.workers}, {"seconds", o.seconds}, {"rounds", o.rounds}, {"nondet", o.nondet},
+                       {"f", o.f},
                        {"store_delay_ms", o.store_delay_ms}, {"tokens", o.tokens}, {"work_us", o.work_us},
                        {"rate", o.rate}, {"heartbeat_timeout_ms", o.heartbeat_timeout_ms},
                        {"checkpoint_every", o.checkpoint_every}, {"snapshot_interval_ms", o.snapshot_interval_ms},

@@ -15,6 +15,9 @@ struct BenchOptions {
   std::vector<std::string> modes;       // none, write-first, lineage-stash, checkpoint
   std::uint32_t workers = 4;
   double seconds = 5;
+  // ring, serving, pipeline: every mode in turn, this many times, each
+  // mode's latencies pooled (a drift of the machine falls on every mode).
+  std::uint32_t rounds = 1;
   bool quick = false;
   // ring / piggyback / recovery
   bool nondet = false;

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <charconv>
 #include <cstring>
+#include <system_error>
+#include <thread>
 #include <vector>
 
 #include <fcntl.h>
@@ -18,6 +20,9 @@ namespace {
 
 constexpr std::size_t kFileHeaderFields = 4 + 2 + 4 + 8 * 3;
 constexpr std::size_t kDigestBytes = 8;
+// A part's chunks are read by up to kMaxReaders threads, one per this many bytes.
+constexpr std::uint64_t kBytesPerReader = std::uint64_t{2} << 20;
+constexpr std::uint64_t kMaxReaders = 4;
 // Appends smaller than this are gathered, so a record given in many small
 // parts is not written a syscall per part.
 constexpr std::size_t kGatherBytes = 1 << 20;
@@ -74,6 +79,31 @@ Status SyncDirectory(const std::string& dir) {
   ::close(fd);
   return s;
 }
+
+// Reads whole chunks of `head`'s record and checks each against its digest.
+struct ChunkReader {
+  int fd;
+  const std::string& path;
+  const CheckpointHead& head;
+  std::uint64_t first;         // the chunk digests[0] is of
+  const std::string& digests;  // of chunks first, first + 1, ...
+
+  // Chunks [from, to) into `into`.
+  Status Read(std::uint64_t from, std::uint64_t to, char* into) const {
+    const std::uint64_t begin = from * head.chunk_bytes;
+    const std::uint64_t end = std::min(head.total_bytes, to * head.chunk_bytes);
+    LSTASH_RETURN_IF_ERROR(ReadAll(fd, into, end - begin, kCheckpointFileHeaderBytes + begin, path));
+    for (std::uint64_t chunk = from; chunk < to; ++chunk) {
+      const std::uint64_t stored =
+          GetLittleEndian(std::string_view(digests).substr((chunk - first) * kDigestBytes, kDigestBytes));
+      if (XXH3_64bits(into + (chunk - from) * head.chunk_bytes, head.BytesOfChunk(chunk)) != stored) {
+        return Corruption("chunk " + std::to_string(chunk) + " of " + std::to_string(head.chunk_count) +
+                          " does not match its digest in checkpoint file " + path);
+      }
+    }
+    return Status::OK();
+  }
+};
 
 class Fd {
  public:
@@ -238,29 +268,58 @@ Status ReadCheckpointFilePart(const std::string& dir, WorkerId worker, const Che
                       std::to_string(GetLittleEndian(std::string_view(header).substr(18, 8))) + " bytes)");
   }
 
-  // Each chunk the part touches is checked against its digest: one it
-  // covers is read straight into *out, one it cuts is read whole aside.
+  // Every chunk the part touches is checked against its digest: the chunks
+  // it covers are read straight into *out, by a few threads when they are
+  // many (a GiB restored was bound by one thread's copy out of the page
+  // cache and digest); one it cuts (only the first and the last can be) is
+  // read whole aside.
   const std::uint64_t first = offset / head.chunk_bytes;
   const std::uint64_t last = (offset + length - 1) / head.chunk_bytes;
   std::string digests((last - first + 1) * kDigestBytes, '\0');
   LSTASH_RETURN_IF_ERROR(ReadAll(fd.get(), digests.data(), digests.size(),
                                  kCheckpointFileHeaderBytes + head.total_bytes + first * kDigestBytes, path));
   out->resize(length);  // a reused buffer of this size is not written twice
-  std::string cut;
-  for (std::uint64_t chunk = first; chunk <= last; ++chunk) {
+  const ChunkReader reader{fd.get(), path, head, first, digests};
+  const auto covered = [&](std::uint64_t chunk) {
+    return chunk * head.chunk_bytes >= offset &&
+           chunk * head.chunk_bytes + head.BytesOfChunk(chunk) <= offset + length;
+  };
+  const auto read_cut = [&](std::uint64_t chunk) -> Status {
+    std::string aside(head.BytesOfChunk(chunk), '\0');
+    LSTASH_RETURN_IF_ERROR(reader.Read(chunk, chunk + 1, aside.data()));
     const std::uint64_t begin = chunk * head.chunk_bytes;
-    const std::uint64_t bytes = head.BytesOfChunk(chunk);
-    const std::uint64_t from = std::max(begin, offset), to = std::min(begin + bytes, offset + length);
-    const bool whole = from == begin && to == begin + bytes;
-    char* const into = whole ? out->data() + (begin - offset) : (cut.resize(bytes), cut.data());
-    LSTASH_RETURN_IF_ERROR(ReadAll(fd.get(), into, bytes, kCheckpointFileHeaderBytes + begin, path));
-    const std::uint64_t stored = GetLittleEndian(std::string_view(digests).substr((chunk - first) * kDigestBytes, 8));
-    if (XXH3_64bits(into, bytes) != stored) {
-      return Corruption("chunk " + std::to_string(chunk) + " of " + std::to_string(head.chunk_count) +
-                        " does not match its digest in checkpoint file " + path);
+    const std::uint64_t from = std::max(begin, offset), to = std::min(begin + aside.size(), offset + length);
+    std::memcpy(out->data() + (from - offset), aside.data() + (from - begin), to - from);
+    return Status::OK();
+  };
+  if (!covered(first)) LSTASH_RETURN_IF_ERROR(read_cut(first));
+  if (last != first && !covered(last)) LSTASH_RETURN_IF_ERROR(read_cut(last));
+  const std::uint64_t begin = covered(first) ? first : first + 1;
+  const std::uint64_t end = covered(last) ? last + 1 : last;
+  if (begin >= end) return Status::OK();
+  char* const into = out->data() + (begin * head.chunk_bytes - offset);
+  const std::uint64_t bytes = (end - begin) * head.chunk_bytes;
+  const std::uint64_t threads = std::clamp<std::uint64_t>(
+      bytes / kBytesPerReader, 1, std::min<std::uint64_t>(kMaxReaders, std::max(1u, std::thread::hardware_concurrency())));
+  if (threads == 1) return reader.Read(begin, end, into);
+  // Thread t reads chunks [begin + n*t/threads, begin + n*(t+1)/threads).
+  const std::uint64_t n = end - begin;
+  std::vector<Status> read(threads);
+  std::vector<std::thread> helpers;
+  const auto read_share = [&](std::uint64_t t) {
+    const std::uint64_t from = begin + n * t / threads, to = begin + n * (t + 1) / threads;
+    read[t] = reader.Read(from, to, into + (from - begin) * head.chunk_bytes);
+  };
+  for (std::uint64_t t = 1; t < threads; ++t) {
+    try {
+      helpers.emplace_back(read_share, t);
+    } catch (const std::system_error&) {
+      read_share(t);  // no thread to be had: read it here
     }
-    if (!whole) std::memcpy(out->data() + (from - offset), into + (from - begin), to - from);
   }
+  read_share(0);
+  for (std::thread& h : helpers) h.join();
+  for (Status& s : read) LSTASH_RETURN_IF_ERROR(std::move(s));  // the first chunk's error first
   return Status::OK();
 }
 

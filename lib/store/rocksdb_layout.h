@@ -58,10 +58,12 @@ inline constexpr std::string_view kBegunByPrefix = "begun-by/";
 
 inline constexpr std::uint32_t kCheckpointValueMagic = 0x4c534357;  // "LSCW"
 inline constexpr std::uint16_t kCheckpointValueVersion = 4;
-// Record bytes per digested chunk this build writes: a few MiB, so a part
-// read checks less than a chunk beyond each end of the part. Readers take
-// the size from the head.
-inline constexpr std::uint64_t kCheckpointChunkBytes = std::uint64_t{4} << 20;
+// Record bytes per digested chunk this build writes: small, as a part that
+// cuts a chunk reads all of it to check it, and the worker's parts begin
+// wherever the snapshot does in the record; large enough that the digest
+// table stays a small fraction (1/8192) of the record. Readers take the
+// size from the head.
+inline constexpr std::uint64_t kCheckpointChunkBytes = std::uint64_t{64} << 10;
 inline constexpr std::uint32_t kBegunByValueMagic = 0x4c534952;  // "LSIR"
 inline constexpr std::uint16_t kBegunByValueVersion = 1;
 

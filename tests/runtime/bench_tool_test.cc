@@ -142,13 +142,21 @@ TEST_F(BenchTool, GpuWorkloadsMeasureEveryModeAndAreChecked) {
   EXPECT_GT(j["results"]["lineage-stash"].value("piggyback_entries_per_msg", 0.0), 0.0);
   EXPECT_EQ(Bench({"--workload", "serving", "--backend", "tpu"}).code, 2);
 
+  // In two rounds, the modes taking turns: each mode's latencies pooled,
+  // more than one run of 20 minibatches gives.
   r = Bench({"--workload", "pipeline", "--modes", "none,lineage-stash", "--workers", "2", "--seconds", "1",
-             "--minibatch-rate", "20", "--backend", "cpu", "--json"});
+             "--minibatch-rate", "20", "--backend", "cpu", "--rounds", "2", "--json"});
   ASSERT_EQ(r.code, 0) << r.output;
   const nlohmann::json p = Json(r);
   ASSERT_TRUE(p.is_object()) << r.output;
   EXPECT_EQ(p.value("workload", ""), "pipeline");
-  for (const char* mode : {"none", "lineage-stash"}) ExpectStableKeys(p, mode, r.output);
+  EXPECT_EQ(p["settings"].value("rounds", 0), 2);
+  for (const char* mode : {"none", "lineage-stash"}) {
+    ExpectStableKeys(p, mode, r.output);
+    EXPECT_EQ(p["results"][mode].value("runs", 0), 2) << mode;
+    EXPECT_GT(p["results"][mode].value("samples", 0), 20) << mode;
+  }
+  EXPECT_NE(r.output.find("(round 2 of 2)"), std::string::npos) << r.output;
 }
 
 // lstash-gpu-bench on the CPU path: every recovery, in this process and in
@@ -193,6 +201,9 @@ TEST_F(BenchTool, BadInputIsAClearError) {
   r = Bench({"--workload", "allreduce", "--sizes-mb", "ten"});
   EXPECT_EQ(r.code, 2) << r.output;
   EXPECT_NE(r.output.find("--sizes-mb"), std::string::npos) << r.output;
+  r = Bench({"--workload", "wordcount", "--rounds", "2"});
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("--rounds applies to ring, serving and pipeline"), std::string::npos) << r.output;
   r = Bench({"--workload", "nonsense"});
   EXPECT_EQ(r.code, 2) << r.output;
   EXPECT_NE(r.output.find("--workload must be one of"), std::string::npos) << r.output;

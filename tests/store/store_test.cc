@@ -1162,6 +1162,36 @@ TEST_F(RocksDbStoreTest, DamagedCheckpointFilesAreCorruptionAndOnlyTheChunksOfAP
   }
 }
 
+// A part of many chunks is read by several threads; parts that cut chunks
+// at either end read the same bytes; a damaged chunk in the middle of a
+// part is reported by its number, and parts before it still read.
+TEST_F(RocksDbStoreTest, APartOfManyChunksIsReadWholeOrCutAndEveryChunkChecked) {
+  const ExpectedCheckpoint expected{1, 1, RandomRecord(150 * kChunk + 77, 21)};
+  {
+    STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
+    STORE_ASSERT_OK_AND_ASSIGN(Epoch e, store->BeginIncarnation(1));
+    STORE_ASSERT_OK(store->Append(1, e, Records(1, 1, 1), {}));
+    STORE_ASSERT_OK(store->PutCheckpoint(1, e, expected.at, expected.record));
+    for (auto [offset, max_bytes] : {std::pair{std::uint64_t{0}, kWhole}, std::pair{kChunk / 2, 140 * kChunk},
+                                     std::pair{std::uint64_t{3}, 150 * kChunk + 74}, std::pair{kChunk, 149 * kChunk},
+                                     std::pair{std::uint64_t{5}, std::uint64_t{10}}, std::pair{149 * kChunk + 1, kWhole}}) {
+      ExpectPart(store.get(), 1, expected, offset, max_bytes);
+    }
+  }
+  const std::string file = CheckpointFilePath(path_, 1, 1);
+  std::string damaged = ReadBytes(file);
+  damaged[layout::kCheckpointFileHeaderBytes + 100 * kChunk + 9] ^= 4;
+  ASSERT_NO_FATAL_FAILURE(WriteBytes(file, damaged));
+  STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
+  for (std::uint64_t offset : {std::uint64_t{0}, std::uint64_t{3}, 50 * kChunk}) {
+    auto part = store->ReadCheckpointPart(1, offset, kWhole);
+    ASSERT_FALSE(part.ok());
+    EXPECT_EQ(part.status().code(), Code::kCorruption) << part.status().ToString();
+    EXPECT_THAT(std::string(part.status().message()), HasSubstr("chunk 100 of 151 does not match its digest"));
+  }
+  ExpectPart(store.get(), 1, expected, 3, 97 * kChunk);
+}
+
 TEST_F(RocksDbStoreTest, CheckpointsOfAnotherVersionAreFailedPrecondition) {
   {
     STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
