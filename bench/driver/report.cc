@@ -19,6 +19,15 @@ constexpr std::string_view kBegin = "<!-- lstash-bench: generated from here -->"
 constexpr std::string_view kEnd = "<!-- lstash-bench: generated up to here -->";
 const std::vector<std::string> kModeOrder = {"none", "write-first", "lineage-stash", "checkpoint"};
 
+// How a workload's modes were run, when in rounds (lstash-bench --rounds).
+std::string Rounds(const nlohmann::json& settings) {
+  const unsigned rounds = settings.value("rounds", 1u);
+  if (rounds <= 1) return "";
+  return fmt::format(" The modes took turns, {} rounds of {:.0f} s each; a mode's latencies are pooled over its "
+                     "rounds, its rate is their mean.",
+                     rounds, settings.value("seconds", 0.0));
+}
+
 // DIR/NAME.json if it parses and holds `key` (lstash-bench's files hold
 // "results", lstash-gpu-bench's "overhead").
 std::optional<nlohmann::json> Load(const std::string& dir, const std::string& name, const char* key = "results") {
@@ -385,9 +394,9 @@ bool WriteReport(const std::string& dir, const std::string& doc_path) {
                        "requests, 2 ms window; receipt order and clock reads logged) and checks each batch's output "
                        "digest on replay. Latency runs from a client's request to its taking the answer, batching "
                        "and the client's pacing included; every answer was checked bit for bit against the CPU "
-                       "reference.",
+                       "reference.{}",
                        (*serving).value("machine", "?"), settings.value("backend", "?"), settings.value("workers", 0u) - 1,
-                       interval_ms));
+                       interval_ms, Rounds(settings)));
     d.Line();
     d.LatencyTable("serving", serving);
   }
@@ -397,9 +406,9 @@ bool WriteReport(const std::string& dir, const std::string& doc_path) {
     d.Line(fmt::format("On {}: {} stages (backend `{}`), one layer each, 1F1B with weight stashing at full speed; "
                        "latency is a minibatch's round trip at stage 0 (forward out, gradient back), so the rate is "
                        "minibatches per second. Every stage's final weights were checked bit for bit against a "
-                       "failure-free CPU run.",
+                       "failure-free CPU run.{}",
                        (*pipeline).value("machine", "?"), (*pipeline)["settings"].value("workers", 0u),
-                       (*pipeline)["settings"].value("backend", "?")));
+                       (*pipeline)["settings"].value("backend", "?"), Rounds((*pipeline)["settings"])));
     d.Line();
     d.LatencyTable("pipeline", pipeline);
   }

@@ -868,6 +868,15 @@ class RocksDbStoreTest : public testing::Test {
     return OpenRocksDbStore(path_, options);
   }
 
+  // In a new store: worker 1's first incarnation commits entries up to
+  // `checkpoint.at`, then stores it.
+  void StoreCheckpointOfWorker1(const ExpectedCheckpoint& checkpoint) {
+    STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
+    STORE_ASSERT_OK_AND_ASSIGN(Epoch e, store->BeginIncarnation(1));
+    STORE_ASSERT_OK(store->Append(1, e, Records(1, 1, checkpoint.at), {}));
+    STORE_ASSERT_OK(store->PutCheckpoint(1, e, checkpoint.at, checkpoint.record));
+  }
+
   ScratchDir dir_;
   const std::string path_ = dir_.path() + "/db";
 };
@@ -1109,12 +1118,7 @@ TEST_F(RocksDbStoreTest, CheckpointFilesACrashLeftAreIgnoredThenRemoved) {
 
 TEST_F(RocksDbStoreTest, DamagedCheckpointFilesAreCorruptionAndOnlyTheChunksOfAPartAreChecked) {
   const ExpectedCheckpoint expected{1, 1, RandomRecord(2 * kChunk + 10, 6)};
-  {
-    STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
-    STORE_ASSERT_OK_AND_ASSIGN(Epoch e, store->BeginIncarnation(1));
-    STORE_ASSERT_OK(store->Append(1, e, Records(1, 1, 1), {}));
-    STORE_ASSERT_OK(store->PutCheckpoint(1, e, expected.at, expected.record));
-  }
+  ASSERT_NO_FATAL_FAILURE(StoreCheckpointOfWorker1(expected));
   const std::string file = CheckpointFilePath(path_, 1, 1);
   const std::string intact = ReadBytes(file);
   const std::uint64_t header = layout::kCheckpointFileHeaderBytes;
@@ -1167,11 +1171,9 @@ TEST_F(RocksDbStoreTest, DamagedCheckpointFilesAreCorruptionAndOnlyTheChunksOfAP
 // part is reported by its number, and parts before it still read.
 TEST_F(RocksDbStoreTest, APartOfManyChunksIsReadWholeOrCutAndEveryChunkChecked) {
   const ExpectedCheckpoint expected{1, 1, RandomRecord(150 * kChunk + 77, 21)};
+  ASSERT_NO_FATAL_FAILURE(StoreCheckpointOfWorker1(expected));
   {
     STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
-    STORE_ASSERT_OK_AND_ASSIGN(Epoch e, store->BeginIncarnation(1));
-    STORE_ASSERT_OK(store->Append(1, e, Records(1, 1, 1), {}));
-    STORE_ASSERT_OK(store->PutCheckpoint(1, e, expected.at, expected.record));
     for (auto [offset, max_bytes] : {std::pair{std::uint64_t{0}, kWhole}, std::pair{kChunk / 2, 140 * kChunk},
                                      std::pair{std::uint64_t{3}, 150 * kChunk + 74}, std::pair{kChunk, 149 * kChunk},
                                      std::pair{std::uint64_t{5}, std::uint64_t{10}}, std::pair{149 * kChunk + 1, kWhole}}) {
@@ -1193,12 +1195,7 @@ TEST_F(RocksDbStoreTest, APartOfManyChunksIsReadWholeOrCutAndEveryChunkChecked) 
 }
 
 TEST_F(RocksDbStoreTest, CheckpointsOfAnotherVersionAreFailedPrecondition) {
-  {
-    STORE_ASSERT_OK_AND_ASSIGN(auto store, Open());
-    STORE_ASSERT_OK_AND_ASSIGN(Epoch e, store->BeginIncarnation(1));
-    STORE_ASSERT_OK(store->Append(1, e, Records(1, 1, 1), {}));
-    STORE_ASSERT_OK(store->PutCheckpoint(1, e, 1, "snap"));
-  }
+  ASSERT_NO_FATAL_FAILURE(StoreCheckpointOfWorker1(ExpectedCheckpoint{1, 1, "snap"}));
   const std::string head = layout::EncodeCheckpointHead(layout::NewCheckpointHead(1, 1, 4, 1));
   const std::string file = CheckpointFilePath(path_, 1, 1);
   const std::string intact = ReadBytes(file);
