@@ -2,8 +2,8 @@
 
 #include <xxhash.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <cstring>
 #include <system_error>
@@ -71,15 +71,6 @@ Status ReadAll(int fd, char* data, std::size_t size, std::uint64_t offset, const
   return Status::OK();
 }
 
-Status SyncDirectory(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return IOError("opening " + dir + " to sync it: " + ErrnoText(errno));
-  Status s;
-  if (::fsync(fd) != 0) s = IOError("syncing " + dir + ": " + ErrnoText(errno));
-  ::close(fd);
-  return s;
-}
-
 // Reads whole chunks of `head`'s record and checks each against its digest.
 struct ChunkReader {
   int fd;
@@ -120,6 +111,15 @@ class Fd {
 };
 
 }  // namespace
+
+Status SyncDirectory(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return IOError("opening " + dir + " to sync it: " + ErrnoText(errno));
+  Status s;
+  if (::fsync(fd) != 0) s = IOError("syncing " + dir + ": " + ErrnoText(errno));
+  ::close(fd);
+  return s;
+}
 
 std::string CheckpointFileName(WorkerId worker, std::uint64_t generation) {
   return "w" + std::to_string(worker) + "-g" + std::to_string(generation) + ".lsck";

@@ -37,6 +37,9 @@ inline constexpr std::uint16_t kCheckpointFileVersion = 1;
 // Page-aligned, so the record's bytes are too.
 inline constexpr std::uint64_t kCheckpointFileHeaderBytes = 4096;
 
+// Makes the names in `dir` as durable as the files they name.
+Status SyncDirectory(const std::string& dir);
+
 std::string CheckpointFileName(WorkerId worker, std::uint64_t generation);
 // False for any name CheckpointFileName does not make.
 bool ParseCheckpointFileName(std::string_view name, WorkerId* worker, std::uint64_t* generation);

@@ -18,21 +18,17 @@
 #include <rocksdb/iterator.h>
 #include <rocksdb/options.h>
 #include <rocksdb/slice.h>
-#include <rocksdb/snapshot.h>
 #include <rocksdb/write_batch.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <filesystem>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
 #include <unordered_map>
-
-#include <fcntl.h>
-#include <unistd.h>
 
 #include "store/checkpoint_file.h"
 #include "store/checks.h"
@@ -520,15 +516,28 @@ class RocksDbStore final : public Store, public layout::ServerOps {
   // Removes the checkpoint files of `worker` but that of `generation`.
   // Best effort: one left is removed when the store is next opened.
   void RemoveCheckpointFiles(WorkerId worker, std::uint64_t generation) {
+    Result<int> removed = RemoveCheckpointFilesIf(
+        [&](WorkerId file_worker, std::uint64_t file_generation) -> Result<bool> {
+          return file_worker == worker && file_generation != generation;
+        });
+    if (!removed.ok()) spdlog::warn("lstash store {}: {}", path_, removed.status().ToString());
+  }
+
+  // Removes the checkpoint files for which `stale(worker, generation)`
+  // holds, and says how many; files of other names stay.
+  Result<int> RemoveCheckpointFilesIf(const std::function<Result<bool>(WorkerId, std::uint64_t)>& stale) {
     std::error_code ec;
-    for (const auto& entry : std::filesystem::directory_iterator(checkpoint_dir_, ec)) {
-      WorkerId file_worker = 0;
-      std::uint64_t file_generation = 0;
-      if (layout::ParseCheckpointFileName(entry.path().filename().string(), &file_worker, &file_generation) &&
-          file_worker == worker && file_generation != generation) {
-        std::filesystem::remove(entry.path(), ec);
-      }
+    int removed = 0;
+    for (std::filesystem::directory_iterator it(checkpoint_dir_, ec), end; !ec && it != end; it.increment(ec)) {
+      WorkerId worker = 0;
+      std::uint64_t generation = 0;
+      if (!layout::ParseCheckpointFileName(it->path().filename().string(), &worker, &generation)) continue;
+      LSTASH_ASSIGN_OR_RETURN(const bool remove, stale(worker, generation));
+      std::error_code remove_ec;
+      if (remove && std::filesystem::remove(it->path(), remove_ec)) ++removed;
     }
+    if (ec) return IOError("listing " + checkpoint_dir_ + ": " + ec.message());
+    return removed;
   }
 
   // BeginIncarnation; with `begun_by`, idempotent per request (ServerOps).
@@ -654,30 +663,24 @@ Result<std::unique_ptr<Store>> RocksDbStore::Open(const std::string& path, const
 }
 
 Status RocksDbStore::OpenCheckpointDirectory() {
+  const std::string what = "lstash store at " + path_;
   std::error_code ec;
-  if (std::filesystem::create_directory(checkpoint_dir_, ec)) {
-    // Synced into its parent, as a file in it is synced into it.
-    const int fd = ::open(path_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0 || ::fsync(fd) != 0) ec = std::error_code(errno, std::generic_category());
-    if (fd >= 0) ::close(fd);
-  }
-  if (ec) return IOError("lstash store at " + path_ + ": making " + checkpoint_dir_ + ": " + ec.message());
-  int removed = 0;
-  for (const auto& entry : std::filesystem::directory_iterator(checkpoint_dir_, ec)) {
-    WorkerId worker = 0;
-    std::uint64_t generation = 0;
-    if (!layout::ParseCheckpointFileName(entry.path().filename().string(), &worker, &generation)) continue;
+  const bool made = std::filesystem::create_directory(checkpoint_dir_, ec);
+  if (ec) return IOError(what + ": making " + checkpoint_dir_ + ": " + ec.message());
+  // Synced into its parent, as a file in it is synced into it.
+  if (made) LSTASH_RETURN_IF_ERROR(layout::SyncDirectory(path_).WithContext(what));
+  Result<int> removed = RemoveCheckpointFilesIf([&](WorkerId worker, std::uint64_t generation) -> Result<bool> {
     rocksdb::PinnableSlice value;
     rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), checkpoint_cf_, layout::WorkerKey(worker), &value);
+    if (s.IsNotFound()) return true;
+    if (!s.ok()) return FromRocks(s, "checkpoint head of worker " + std::to_string(worker));
     layout::CheckpointHead head;
-    if (s.ok() && !layout::DecodeCheckpointHead(View(value), &head).ok()) continue;  // reported when read
-    if (!s.ok() && !s.IsNotFound()) return FromRocks(s, "lstash store at " + path_ + ": checkpoint head");
-    if (s.ok() && head.generation == generation) continue;
-    std::error_code remove_ec;
-    if (std::filesystem::remove(entry.path(), remove_ec)) ++removed;
-  }
-  if (ec) return IOError("lstash store at " + path_ + ": listing " + checkpoint_dir_ + ": " + ec.message());
-  if (removed > 0) spdlog::info("lstash store {}: removed {} checkpoint files no head names", path_, removed);
+    // A damaged head is reported when its checkpoint is read; its file stays.
+    if (!layout::DecodeCheckpointHead(View(value), &head).ok()) return false;
+    return head.generation != generation;
+  });
+  if (!removed.ok()) return removed.status().WithContext(what);
+  if (*removed > 0) spdlog::info("{}: removed {} checkpoint files no head names", what, *removed);
   return Status::OK();
 }
 
